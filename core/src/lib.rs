@@ -7,6 +7,8 @@
 //! for Kotlin and Swift; the server uses this crate with `client` off.
 
 pub mod changes;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod doc_id;
 pub mod schema;
 pub mod wire;

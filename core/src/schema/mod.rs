@@ -56,6 +56,25 @@ pub fn schema_for(kind: &str) -> Option<&'static Schema> {
     SCHEMAS.iter().copied().find(|s| s.kind == kind)
 }
 
+/// A document's kind: its root `type` field.
+pub fn read_kind(doc: &automerge::Automerge) -> Result<String, SchemaError> {
+    use automerge::{ReadDoc, ScalarValue, Value, ROOT};
+    match doc.get(ROOT, KIND_FIELD)? {
+        Some((Value::Scalar(s), _)) => match s.as_ref() {
+            ScalarValue::Str(s) => Ok(s.to_string()),
+            _ => Err(SchemaError::WrongType {
+                field: KIND_FIELD,
+                expected: "a string",
+            }),
+        },
+        Some(_) => Err(SchemaError::WrongType {
+            field: KIND_FIELD,
+            expected: "a string",
+        }),
+        None => Err(SchemaError::Missing(KIND_FIELD)),
+    }
+}
+
 /// Why a document does not read as its schema says.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SchemaError {

@@ -5,7 +5,7 @@
 use automerge::transaction::Transactable;
 use automerge::{Automerge, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
 
-use super::{Field, FieldType, Schema, SchemaError, KIND_FIELD};
+use super::{read_kind, Field, FieldType, Schema, SchemaError, KIND_FIELD};
 
 /// The `type` of a proposal draft.
 pub const KIND: &str = "proposal";
@@ -120,10 +120,6 @@ pub fn read(doc: &Automerge) -> Result<Proposal, SchemaError> {
     })
 }
 
-/// The document's `type`, whatever its kind.
-pub fn read_kind(doc: &Automerge) -> Result<String, SchemaError> {
-    read_str(doc, KIND_FIELD)
-}
 
 /// Applies one edit in one Automerge change. Nothing is changed if the edit is invalid.
 pub fn apply(doc: &mut Automerge, edit: &ProposalEdit) -> Result<(), SchemaError> {

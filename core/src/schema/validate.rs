@@ -89,7 +89,11 @@ impl DocState {
 
 /// Checks that `changes`, applied in order to `doc`, keep it a valid document of its kind
 /// (or, for an empty document, create a valid one). Changes `doc` already holds are skipped.
-pub fn check_changes(doc: &Automerge, changes: &[Change]) -> Result<(), Rejection> {
+/// Returns the document's schema, `None` only for a document that stays empty.
+pub fn check_changes(
+    doc: &Automerge,
+    changes: &[Change],
+) -> Result<Option<&'static Schema>, Rejection> {
     let mut state = DocState::of(doc)?;
     for change in changes {
         if doc.get_change_by_hash(&change.hash()).is_some() {
@@ -97,7 +101,7 @@ pub fn check_changes(doc: &Automerge, changes: &[Change]) -> Result<(), Rejectio
         }
         check_change(&mut state, change)?;
     }
-    Ok(())
+    Ok(state.schema)
 }
 
 fn check_change(state: &mut DocState, change: &Change) -> Result<(), Rejection> {
@@ -221,7 +225,8 @@ mod tests {
     fn creating_and_editing_a_proposal_passes() {
         let empty = Automerge::new();
         let doc = proposal::create("t", "b", "c").unwrap();
-        check_changes(&empty, &new_changes(&empty, &doc)).unwrap();
+        let schema = check_changes(&empty, &new_changes(&empty, &doc)).unwrap();
+        assert_eq!(schema.map(|s| s.kind), Some("proposal"));
         let mut edited = doc.fork();
         proposal::apply(
             &mut edited,

@@ -1,0 +1,81 @@
+//! The one error type of the FFI: every failure reaches Kotlin as a `SotongException.<Kind>`
+//! and Swift as a `SotongError.<kind>`, each with a human-readable `reason`.
+
+use sotong_core::client::ClientError;
+
+/// Why a Sotong call failed. Reasons are for logs and developers; show the user a message
+/// chosen by the variant.
+#[derive(Debug, thiserror::Error, uniffi::Error)]
+pub enum SotongError {
+    /// An argument was refused: a malformed document id, a position past the end of a text,
+    /// an over-long category, a malformed phone number, a wrong one-time code…
+    #[error("invalid input: {reason}")]
+    InvalidInput {
+        /// What was wrong.
+        reason: String,
+    },
+    /// This install has no registered device yet; call `register` first.
+    #[error("not registered: {reason}")]
+    NotRegistered {
+        /// Details.
+        reason: String,
+    },
+    /// The server refused this device's credentials (revoked or unknown token).
+    #[error("unauthorized: {reason}")]
+    Unauthorized {
+        /// Details from the server.
+        reason: String,
+    },
+    /// The server could not be reached, or the connection broke; retrying later may work.
+    #[error("network error: {reason}")]
+    Network {
+        /// Details.
+        reason: String,
+    },
+    /// The server answered with an error status.
+    #[error("server error {status}: {reason}")]
+    Server {
+        /// The HTTP status code, or 0 for an error in the sync protocol.
+        status: u16,
+        /// The server's message.
+        reason: String,
+    },
+    /// No such document (or account) on this phone.
+    #[error("not found: {reason}")]
+    NotFound {
+        /// What was looked for.
+        reason: String,
+    },
+    /// The phone's database or files failed.
+    #[error("storage error: {reason}")]
+    Storage {
+        /// Details.
+        reason: String,
+    },
+    /// A bug in Sotong, including a caught Rust panic. Worth reporting.
+    #[error("internal error: {reason}")]
+    Internal {
+        /// Details.
+        reason: String,
+    },
+}
+
+impl From<ClientError> for SotongError {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::InvalidInput(reason) => SotongError::InvalidInput { reason },
+            ClientError::NotRegistered => SotongError::NotRegistered {
+                reason: "this device is not registered yet".to_owned(),
+            },
+            ClientError::Unauthorized(reason) => SotongError::Unauthorized { reason },
+            ClientError::Network(reason) => SotongError::Network { reason },
+            ClientError::Server { status, message } => SotongError::Server {
+                status,
+                reason: message,
+            },
+            ClientError::NotFound(reason) => SotongError::NotFound { reason },
+            ClientError::Storage(reason) => SotongError::Storage { reason },
+            ClientError::Internal(reason) => SotongError::Internal { reason },
+        }
+    }
+}

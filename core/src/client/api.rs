@@ -1,0 +1,161 @@
+//! The server's HTTPS API as the phone uses it: one-time codes, registration, the list of the
+//! account's documents.
+
+use serde::{Deserialize, Serialize};
+
+use super::error::ClientError;
+use crate::DocumentId;
+
+/// Installs ring as rustls' process-wide crypto provider (once; later calls are no-ops).
+pub(crate) fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A thin typed wrapper over the server's JSON routes.
+#[derive(Clone)]
+pub(crate) struct Api {
+    http: reqwest::Client,
+    base: url::Url,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct Registration {
+    pub account_id: i64,
+    pub device_id: i64,
+    pub token: String,
+    pub expires_at: i64,
+}
+
+#[derive(Deserialize)]
+struct DocumentList {
+    documents: Vec<RemoteDocument>,
+}
+
+#[derive(Deserialize)]
+struct RemoteDocument {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    message: Option<String>,
+}
+
+#[derive(Serialize)]
+struct CodeRequest<'a> {
+    phone: &'a str,
+}
+
+#[derive(Serialize)]
+struct RegisterRequest<'a> {
+    phone: &'a str,
+    code: &'a str,
+    device_name: &'a str,
+}
+
+impl Api {
+    pub(crate) fn new(server_url: &str) -> Result<Self, ClientError> {
+        install_crypto_provider();
+        let base = url::Url::parse(server_url)
+            .map_err(|e| ClientError::InvalidInput(format!("server url: {e}")))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(ClientError::InvalidInput(
+                "server url must start with http:// or https://".into(),
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| ClientError::Internal(format!("http client: {e}")))?;
+        Ok(Self { http, base })
+    }
+
+    pub(crate) fn base(&self) -> &url::Url {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> Result<url::Url, ClientError> {
+        self.base
+            .join(path)
+            .map_err(|e| ClientError::InvalidInput(format!("server url: {e}")))
+    }
+
+    /// The WebSocket URL of the sync endpoint.
+    pub(crate) fn sync_url(&self) -> Result<url::Url, ClientError> {
+        let mut url = self.url("/v1/sync")?;
+        let scheme = if self.base.scheme() == "https" { "wss" } else { "ws" };
+        url.set_scheme(scheme)
+            .map_err(|_| ClientError::Internal("cannot build the sync url".into()))?;
+        Ok(url)
+    }
+
+    pub(crate) async fn request_code(&self, phone: &str) -> Result<(), ClientError> {
+        let resp = self
+            .http
+            .post(self.url("/v1/auth/code")?)
+            .json(&CodeRequest { phone })
+            .send()
+            .await?;
+        check(resp).await.map(|_| ())
+    }
+
+    pub(crate) async fn register(
+        &self,
+        phone: &str,
+        code: &str,
+        device_name: &str,
+    ) -> Result<Registration, ClientError> {
+        let resp = self
+            .http
+            .post(self.url("/v1/auth/register")?)
+            .json(&RegisterRequest {
+                phone,
+                code,
+                device_name,
+            })
+            .send()
+            .await?;
+        Ok(check(resp).await?.json().await?)
+    }
+
+    /// Ids of the documents the account may sync.
+    pub(crate) async fn documents(&self, token: &str) -> Result<Vec<DocumentId>, ClientError> {
+        let resp = self
+            .http
+            .get(self.url("/v1/documents")?)
+            .bearer_auth(token)
+            .send()
+            .await?;
+        let list: DocumentList = check(resp).await?.json().await?;
+        list.documents
+            .iter()
+            .map(|d| {
+                d.id.parse()
+                    .map_err(|_| ClientError::Internal("server sent a malformed document id".into()))
+            })
+            .collect()
+    }
+}
+
+async fn check(resp: reqwest::Response) -> Result<reqwest::Response, ClientError> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let message = resp
+        .json::<ErrorBody>()
+        .await
+        .ok()
+        .and_then(|b| b.message)
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
+    Err(match status.as_u16() {
+        401 | 403 => ClientError::Unauthorized(message),
+        400 | 422 => ClientError::InvalidInput(message),
+        404 => ClientError::NotFound(message),
+        code => ClientError::Server {
+            status: code,
+            message,
+        },
+    })
+}

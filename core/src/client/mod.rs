@@ -1,0 +1,226 @@
+//! The phone half of the core: one [`Client`] per install, over one SQLite file.
+//!
+//! Drafts are Automerge documents kept in memory while in use and persisted as
+//! content-addressed chunks after every edit; [`Client::sync`] exchanges them with the server
+//! over the automerge-repo protocol.
+
+mod api;
+mod drafts;
+mod error;
+pub mod store;
+mod sync;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use error::ClientError;
+use store::{AccountRow, Store};
+
+use crate::schema::proposal::{self, Proposal, ProposalEdit};
+use crate::DocumentId;
+
+/// File name of the install's database inside its data directory.
+pub const DATABASE_FILE: &str = "sotong.db";
+
+/// A registered (or not yet registered) device's account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountInfo {
+    /// The server's id for the citizen's account.
+    pub account_id: i64,
+    /// The server's id for this device.
+    pub device_id: i64,
+    /// The server the account lives on.
+    pub server_url: String,
+}
+
+/// One line of the drafts list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProposalSummary {
+    /// The draft's id.
+    pub id: DocumentId,
+    /// Its title.
+    pub title: String,
+    /// Its category.
+    pub category: String,
+    /// Last local change, milliseconds since the Unix epoch.
+    pub updated_at: i64,
+}
+
+/// A draft the server refused during a sync, and why. The draft was rewound to the server's
+/// state and its still-valid content replayed on top.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// The draft.
+    pub id: DocumentId,
+    /// The server's reason.
+    pub reason: String,
+}
+
+/// What one sync did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Drafts whose local changes the server now holds.
+    pub documents_sent: u32,
+    /// Drafts that received changes from the server (including new ones).
+    pub documents_received: u32,
+    /// Drafts the server refused changes of.
+    pub rejected: Vec<Rejected>,
+}
+
+/// The phone's core: its store, its drafts and its connection to the server.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Store,
+    pub(crate) api: api::Api,
+    pub(crate) drafts: drafts::Drafts,
+}
+
+impl Client {
+    /// Opens (creating if needed) the install's data in `data_dir`. `server_url` is used
+    /// until the device registers; afterwards the account's server is used.
+    pub fn open(data_dir: &Path, server_url: &str) -> Result<Client, ClientError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| ClientError::Storage(format!("cannot create the data directory: {e}")))?;
+        let store = Store::open(&data_dir.join(DATABASE_FILE))?;
+        let url = match store.account()? {
+            Some(a) => a.server_url,
+            None => server_url.to_owned(),
+        };
+        let api = api::Api::new(&url)?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                store,
+                api,
+                drafts: drafts::Drafts::default(),
+            }),
+        })
+    }
+
+    /// The server this device talks to.
+    pub fn server_url(&self) -> String {
+        self.inner.api.base().as_str().trim_end_matches('/').to_owned()
+    }
+
+    /// Asks the server to send a one-time code to `phone` (E.164, e.g. "+821012345678").
+    pub async fn request_code(&self, phone: &str) -> Result<(), ClientError> {
+        self.inner.api.request_code(phone).await
+    }
+
+    /// Registers this device with the code received; a second device of the same number
+    /// joins the same account.
+    pub async fn register(
+        &self,
+        phone: &str,
+        code: &str,
+        device_name: &str,
+    ) -> Result<AccountInfo, ClientError> {
+        let reg = self.inner.api.register(phone, code, device_name).await?;
+        let row = AccountRow {
+            server_url: self.server_url(),
+            account_id: reg.account_id,
+            device_id: reg.device_id,
+            token: reg.token,
+            token_expires_at: reg.expires_at.saturating_mul(1000),
+            registered_at: now_millis(),
+        };
+        self.inner.store.save_account(&row)?;
+        Ok(account_info(&row))
+    }
+
+    /// The device's account, if registered.
+    pub fn account(&self) -> Result<Option<AccountInfo>, ClientError> {
+        Ok(self.inner.store.account()?.map(|a| account_info(&a)))
+    }
+
+    /// Creates a proposal draft; works offline.
+    pub fn create_proposal(
+        &self,
+        title: &str,
+        body: &str,
+        category: &str,
+    ) -> Result<DocumentId, ClientError> {
+        let doc = proposal::create(title, body, category)?;
+        let id = DocumentId::random();
+        self.inner
+            .drafts
+            .insert_new(&self.inner.store, id, proposal::KIND, doc)?;
+        Ok(id)
+    }
+
+    /// Applies one edit to a proposal draft and returns its new content; works offline.
+    pub fn edit_proposal(
+        &self,
+        id: &DocumentId,
+        edit: ProposalEdit,
+    ) -> Result<Proposal, ClientError> {
+        self.inner.drafts.edit(&self.inner.store, id, |doc| {
+            proposal::apply(doc, &edit)?;
+            Ok(proposal::read(doc)?)
+        })
+    }
+
+    /// A proposal draft's content.
+    pub fn read_proposal(&self, id: &DocumentId) -> Result<Proposal, ClientError> {
+        self.inner
+            .drafts
+            .read(&self.inner.store, id, |doc| Ok(proposal::read(doc)?))
+    }
+
+    /// Every proposal draft on this device, most recently changed first.
+    pub fn list_proposals(&self) -> Result<Vec<ProposalSummary>, ClientError> {
+        let mut out = Vec::new();
+        for row in self.inner.store.list_documents()? {
+            if row.kind != proposal::KIND {
+                continue;
+            }
+            // A draft that does not read (e.g. only partly received) is skipped, not fatal.
+            if let Ok(p) = self.read_proposal(&row.id) {
+                out.push(ProposalSummary {
+                    id: row.id,
+                    title: p.title,
+                    category: p.category,
+                    updated_at: row.updated_at,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Exchanges every draft with the server until both sides hold the same content.
+    pub async fn sync(&self) -> Result<SyncReport, ClientError> {
+        sync::sync_once(&self.inner).await
+    }
+
+    /// Test support: changes a draft with raw Automerge operations, bypassing the schema, to
+    /// play a tampered or buggy client. Not for production use.
+    #[doc(hidden)]
+    pub fn tamper_for_tests(
+        &self,
+        id: &DocumentId,
+        f: impl FnOnce(&mut automerge::Automerge),
+    ) -> Result<(), ClientError> {
+        self.inner.drafts.edit(&self.inner.store, id, |doc| {
+            f(doc);
+            Ok(())
+        })
+    }
+}
+
+fn account_info(a: &AccountRow) -> AccountInfo {
+    AccountInfo {
+        account_id: a.account_id,
+        device_id: a.device_id,
+        server_url: a.server_url.clone(),
+    }
+}
+
+pub(crate) fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,84 @@
+//! Server configuration: where data lives and the knobs of registration and tokens.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything a server instance needs to know at start.
+#[derive(Clone)]
+pub struct Config {
+    /// Directory of the SQLite store (`<data_dir>/sotong.db`), used when `database_url` is
+    /// not set.
+    pub data_dir: PathBuf,
+    /// `postgres://…`: use PostgreSQL instead of SQLite.
+    pub database_url: Option<String>,
+    /// Server-wide secret mixed into the hashes of phone numbers, codes and client
+    /// addresses. Every instance sharing a database must use the same one; changing it
+    /// orphans every account.
+    pub pepper: Vec<u8>,
+    /// Lifetime of a bearer token.
+    pub token_ttl: Duration,
+    /// Lifetime of a one-time code.
+    pub code_ttl: Duration,
+    /// Wrong attempts after which a code is dead.
+    pub code_max_attempts: u32,
+    /// Codes issued per phone number per hour.
+    pub codes_per_phone_per_hour: u32,
+    /// Codes issued per client address per hour.
+    pub codes_per_client_per_hour: u32,
+    /// Lifetime of a WebSocket ticket.
+    pub ticket_ttl: Duration,
+    /// Largest JSON request body accepted, in bytes.
+    pub max_json_body: usize,
+}
+
+impl Config {
+    /// Defaults with SQLite in `data_dir`. The pepper is empty: set one before serving
+    /// real users (`main` does).
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            database_url: None,
+            pepper: Vec::new(),
+            token_ttl: Duration::from_secs(90 * 24 * 3600),
+            code_ttl: Duration::from_secs(10 * 60),
+            code_max_attempts: 5,
+            codes_per_phone_per_hour: 5,
+            codes_per_client_per_hour: 20,
+            ticket_ttl: Duration::from_secs(60),
+            max_json_body: 64 * 1024,
+        }
+    }
+
+    /// Defaults with a fixed test pepper, SQLite in `data_dir`.
+    pub fn for_tests(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            pepper: b"sotong-test-pepper".to_vec(),
+            ..Self::new(data_dir)
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::new("./sotong-data")
+    }
+}
+
+// By hand, so that neither the pepper nor a password in the database URL reaches a log.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
+            .field("pepper", &"<redacted>")
+            .field("token_ttl", &self.token_ttl)
+            .field("code_ttl", &self.code_ttl)
+            .field("code_max_attempts", &self.code_max_attempts)
+            .field("codes_per_phone_per_hour", &self.codes_per_phone_per_hour)
+            .field("codes_per_client_per_hour", &self.codes_per_client_per_hour)
+            .field("ticket_ttl", &self.ticket_ttl)
+            .field("max_json_body", &self.max_json_body)
+            .finish()
+    }
+}

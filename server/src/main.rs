@@ -1,0 +1,171 @@
+//! `sotong-server`: the command line around `sotong_server::serve`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use rand::RngCore;
+use sotong_server::{serve, Config};
+use tracing_subscriber::EnvFilter;
+
+/// Sotong's sync and API server.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Directory of the SQLite store (and of the generated pepper file).
+    #[arg(long, env = "SOTONG_DATA_DIR", default_value = "./sotong-data")]
+    data_dir: PathBuf,
+    /// Use PostgreSQL (`postgres://user@host/db`) instead of SQLite.
+    #[arg(long, env = "SOTONG_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "SOTONG_BIND", default_value = "127.0.0.1:8080")]
+    bind: String,
+    /// Lifetime of device tokens, in seconds (default 90 days).
+    #[arg(long, env = "SOTONG_TOKEN_TTL_SECS")]
+    token_ttl_secs: Option<u64>,
+    /// Write the bound address (`127.0.0.1:PORT`) to this file once listening.
+    #[arg(long)]
+    port_file: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum MainError {
+    #[error("{0}")]
+    Serve(#[from] sotong_server::ServeError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> MainError {
+    let what = what.into();
+    move |source| MainError::Io { what, source }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sotong-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), MainError> {
+    let mut config = Config::new(&args.data_dir);
+    config.database_url = args.database_url;
+    if let Some(secs) = args.token_ttl_secs {
+        config.token_ttl = Duration::from_secs(secs);
+    }
+    config.pepper = load_pepper(&args.data_dir, config.database_url.is_some())?;
+
+    let listener = tokio::net::TcpListener::bind(&args.bind)
+        .await
+        .map_err(io_err(format!("cannot listen on {}", args.bind)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(io_err("cannot read the bound address"))?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "serving plain HTTP on a non-loopback address; put TLS in front");
+    }
+    let handle = serve(listener, config).await?;
+    println!("listening on http://{addr}");
+    if let Some(path) = &args.port_file {
+        write_atomically(path, format!("{addr}\n").as_bytes())
+            .map_err(io_err(format!("cannot write {}", path.display())))?;
+    }
+    tracing::info!(%addr, "listening");
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    handle.shutdown().await;
+    Ok(())
+}
+
+/// The pepper: `SOTONG_PEPPER` if set (required to be the same on every instance of a
+/// PostgreSQL deployment), otherwise `<data-dir>/pepper`, created with 32 random bytes on
+/// first start. Not a flag, so that it never shows in a process list.
+fn load_pepper(data_dir: &Path, shared_db: bool) -> Result<Vec<u8>, MainError> {
+    if let Ok(p) = std::env::var("SOTONG_PEPPER") {
+        if !p.is_empty() {
+            return Ok(p.into_bytes());
+        }
+    }
+    if shared_db {
+        tracing::warn!(
+            "SOTONG_PEPPER is not set: using the pepper file of the data directory; every \
+             instance on this database must use the same pepper"
+        );
+    }
+    let path = data_dir.join("pepper");
+    match std::fs::read(&path) {
+        Ok(bytes) if !bytes.is_empty() => return Ok(bytes),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(format!("cannot read {}", path.display()))(e)),
+    }
+    std::fs::create_dir_all(data_dir)
+        .map_err(io_err(format!("cannot create {}", data_dir.display())))?;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let text = hex::encode(bytes);
+    write_atomically(&path, text.as_bytes())
+        .map_err(io_err(format!("cannot write {}", path.display())))?;
+    Ok(text.into_bytes())
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            options.mode(0o600);
+        }
+        let mut file = options.open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,407 @@
+//! The documents this instance has loaded, the peers syncing each of them, and the one path
+//! by which an incoming sync message reaches a document: check, store, apply, fan out.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex as StdMutex};
+
+use sotong_core::automerge::sync::{self, SyncDoc};
+use sotong_core::automerge::{Automerge, ChangeHash, ReadDoc};
+use sotong_core::schema::validate::check_changes;
+use sotong_core::wire::{DocMessage, WireMessage};
+use sotong_core::{changes, DocumentId};
+use tokio::sync::{mpsc, Mutex};
+
+use crate::store::{AccountId, ChunkKind, DocumentMeta, Store, StoreError};
+
+/// Identifies one WebSocket connection on this instance.
+pub type ConnId = u64;
+
+/// Documents kept loaded when no peer is syncing them; beyond this, idle ones are dropped
+/// (their chunks are in the store). automerge 0.6 holds ~0.5 KB per character loaded.
+const IDLE_DOCS_KEPT: usize = 256;
+
+/// Outgoing frames for one connection. Bounded: a peer that cannot keep up is disconnected
+/// (it resyncs on reconnect) rather than holding memory or a document lock.
+pub type Outbox = mpsc::Sender<Vec<u8>>;
+
+/// What the connection should do after a document message.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Frames to send to this peer (replies), in order.
+    Reply(Vec<WireMessage>),
+}
+
+/// Why a message could not be handled; the connection reports it and keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// Storage failed; nothing was applied.
+    #[error("storage unavailable")]
+    Store(#[from] StoreError),
+    /// A stored document does not load.
+    #[error("stored document is corrupt")]
+    Corrupt(String),
+}
+
+struct Peer {
+    peer_id: String,
+    state: sync::State,
+    outbox: Outbox,
+}
+
+struct Loaded {
+    meta: DocumentMeta,
+    doc: Automerge,
+    /// Highest chunk sequence number seen, for catching up with other instances.
+    last_seq: i64,
+    /// Hashes of the stored chunks this instance has read or written (for compaction).
+    chunk_hashes: Vec<[u8; 32]>,
+    snapshot_bytes: usize,
+    incremental_bytes: usize,
+    peers: HashMap<ConnId, Peer>,
+}
+
+type Slot = Arc<Mutex<Option<Loaded>>>;
+
+/// All loaded documents of this server instance.
+pub struct Hub {
+    store: Arc<dyn Store>,
+    server_peer_id: String,
+    docs: StdMutex<HashMap<DocumentId, Slot>>,
+}
+
+/// The requesting side of a document message.
+pub struct Requester<'a> {
+    /// The connection.
+    pub conn: ConnId,
+    /// The peer's automerge-repo id.
+    pub peer_id: &'a str,
+    /// The account it is authenticated as.
+    pub account: AccountId,
+    /// Where to push later changes.
+    pub outbox: &'a Outbox,
+}
+
+impl Hub {
+    /// A hub over `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        let mut suffix = [0u8; 6];
+        rand::Rng::fill(&mut rand::thread_rng(), &mut suffix[..]);
+        Self {
+            store,
+            server_peer_id: format!("sotong-server-{}", hex::encode(suffix)),
+            docs: StdMutex::new(HashMap::new()),
+        }
+    }
+
+    /// This instance's automerge-repo peer id.
+    pub fn peer_id(&self) -> &str {
+        &self.server_peer_id
+    }
+
+    fn slot(&self, id: &DocumentId) -> Slot {
+        let mut docs = self.docs.lock().unwrap_or_else(|p| p.into_inner());
+        docs.entry(*id).or_default().clone()
+    }
+
+    /// Handles a `request` or `sync` message from an authenticated peer.
+    pub async fn handle(
+        &self,
+        who: &Requester<'_>,
+        msg: &DocMessage,
+        is_request: bool,
+    ) -> Result<Outcome, HubError> {
+        let id = msg.document_id;
+        // What a peer gets for a document it may not see: the same as for one that does not
+        // exist. A `request` (the peer has nothing) is answered "unavailable"; a `sync` (the
+        // peer has the document, e.g. created offline) is answered as an empty document would,
+        // so the peer sends its changes and creates it.
+        let unavailable = |message: Option<&sync::Message>| {
+            let reply = match (is_request, message) {
+                (false, Some(m)) => {
+                    let mut empty = Automerge::new();
+                    let mut state = sync::State::new();
+                    let _ = empty.receive_sync_message(&mut state, m.clone());
+                    empty.generate_sync_message(&mut state).map(|out| {
+                        WireMessage::Sync(DocMessage {
+                            sender_id: self.server_peer_id.clone(),
+                            target_id: who.peer_id.to_owned(),
+                            document_id: id,
+                            data: out.encode(),
+                        })
+                    })
+                }
+                _ => None,
+            };
+            Outcome::Reply(vec![reply.unwrap_or_else(|| WireMessage::DocUnavailable {
+                sender_id: self.server_peer_id.clone(),
+                target_id: who.peer_id.to_owned(),
+                document_id: id,
+            })])
+        };
+        let reject = |reason: String, heads: Vec<ChangeHash>| {
+            tracing::info!(doc = %id, %reason, "refused a sync message");
+            Outcome::Reply(vec![WireMessage::Rejected {
+                sender_id: self.server_peer_id.clone(),
+                target_id: who.peer_id.to_owned(),
+                document_id: id,
+                reason,
+                heads,
+            }])
+        };
+        let message = match sync::Message::decode(&msg.data) {
+            Ok(m) => m,
+            Err(_) => {
+                return Ok(reject("not an automerge sync message".into(), Vec::new()));
+            }
+        };
+        let mut incoming = Vec::new();
+        for chunk in message.changes.iter() {
+            match changes::decode(chunk) {
+                Ok(c) => incoming.extend(c),
+                Err(e) => return Ok(reject(e.to_string(), Vec::new())),
+            }
+        }
+
+        let slot = self.slot(&id);
+        let mut guard = slot.lock().await;
+        if guard.is_none() {
+            match self.store.document(&id).await? {
+                Some(meta) => *guard = Some(self.load(meta).await?),
+                None if incoming.is_empty() => return Ok(unavailable(Some(&message))),
+                None => {
+                    // A phone's first sync of a document it created offline.
+                    let empty = Automerge::new();
+                    let kind = match check_changes(&empty, &incoming) {
+                        Ok(Some(schema)) => schema.kind.to_owned(),
+                        Ok(None) => return Ok(unavailable(Some(&message))),
+                        Err(r) => return Ok(reject(r.0, Vec::new())),
+                    };
+                    let meta = DocumentMeta {
+                        id,
+                        owner: who.account,
+                        kind,
+                        created_at: unix_now(),
+                    };
+                    if !self.store.create_document(&meta).await? {
+                        // Created meanwhile (another instance, or someone else's id).
+                        match self.store.document(&id).await? {
+                            Some(meta) => *guard = Some(self.load(meta).await?),
+                            None => return Ok(unavailable(None)),
+                        }
+                    } else {
+                        *guard = Some(Loaded {
+                            meta,
+                            doc: empty,
+                            last_seq: 0,
+                            chunk_hashes: Vec::new(),
+                            snapshot_bytes: 0,
+                            incremental_bytes: 0,
+                            peers: HashMap::new(),
+                        });
+                    }
+                }
+            }
+        }
+        let Some(loaded) = guard.as_mut() else {
+            return Ok(unavailable(None));
+        };
+        // Another citizen learns nothing: the same answer as for a document that does not
+        // exist, and its changes are never applied.
+        if loaded.meta.owner != who.account {
+            let message = incoming.is_empty().then_some(&message);
+            return Ok(unavailable(message));
+        }
+        self.catch_up(&id, loaded).await?;
+
+        let fresh: Vec<_> = incoming
+            .into_iter()
+            .filter(|c| loaded.doc.get_change_by_hash(&c.hash()).is_none())
+            .collect();
+        if let Err(r) = check_changes(&loaded.doc, &fresh) {
+            // The peer's sync state is left as it was before this message.
+            return Ok(reject(r.0, loaded.doc.get_heads()));
+        }
+        if !fresh.is_empty() {
+            let bytes: Vec<u8> = fresh.iter().flat_map(|c| c.raw_bytes().to_vec()).collect();
+            // Stored before it is applied or acknowledged: an accepted edit survives a crash.
+            self.store
+                .append_chunk(&id, ChunkKind::Incremental, &bytes)
+                .await?;
+            loaded.chunk_hashes.push(sha256(&bytes));
+            loaded.incremental_bytes += bytes.len();
+        }
+
+        let before = loaded.doc.get_heads();
+        let peer = loaded.peers.entry(who.conn).or_insert_with(|| Peer {
+            peer_id: who.peer_id.to_owned(),
+            state: sync::State::new(),
+            outbox: who.outbox.clone(),
+        });
+        if let Err(e) = loaded.doc.receive_sync_message(&mut peer.state, message) {
+            // The changes were checked and stored; failing here means they do not apply.
+            return Ok(reject(format!("changes do not apply: {e}"), before));
+        }
+        let mut replies = Vec::new();
+        if let Some(out) = loaded.doc.generate_sync_message(&mut peer.state) {
+            replies.push(WireMessage::Sync(DocMessage {
+                sender_id: self.server_peer_id.clone(),
+                target_id: who.peer_id.to_owned(),
+                document_id: id,
+                data: out.encode(),
+            }));
+        }
+        if loaded.doc.get_heads() != before {
+            self.fan_out(&id, loaded, who.conn);
+            self.maybe_compact(&id, loaded).await;
+        }
+        Ok(Outcome::Reply(replies))
+    }
+
+    /// Sends every other peer of the document what it is missing.
+    fn fan_out(&self, id: &DocumentId, loaded: &mut Loaded, except: ConnId) {
+        let Loaded { doc, peers, .. } = loaded;
+        let mut gone = Vec::new();
+        for (conn, peer) in peers.iter_mut().filter(|(c, _)| **c != except) {
+            if let Some(out) = doc.generate_sync_message(&mut peer.state) {
+                let frame = WireMessage::Sync(DocMessage {
+                    sender_id: self.server_peer_id.clone(),
+                    target_id: peer.peer_id.clone(),
+                    document_id: *id,
+                    data: out.encode(),
+                })
+                .encode();
+                if peer.outbox.try_send(frame).is_err() {
+                    gone.push(*conn);
+                }
+            }
+        }
+        for conn in gone {
+            tracing::warn!(doc = %id, "dropping a peer that cannot keep up");
+            peers.remove(&conn);
+        }
+    }
+
+    /// Reads chunks other instances appended since this one last looked.
+    async fn catch_up(&self, id: &DocumentId, loaded: &mut Loaded) -> Result<(), HubError> {
+        let chunks = self.store.chunks_after(id, loaded.last_seq).await?;
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let before = loaded.doc.get_heads();
+        for chunk in chunks {
+            loaded.last_seq = loaded.last_seq.max(chunk.seq);
+            if !loaded.chunk_hashes.contains(&chunk.hash) {
+                loaded
+                    .doc
+                    .load_incremental(&chunk.bytes)
+                    .map_err(|e| HubError::Corrupt(e.to_string()))?;
+                loaded.chunk_hashes.push(chunk.hash);
+            }
+        }
+        if loaded.doc.get_heads() != before {
+            self.fan_out(id, loaded, ConnId::MAX);
+        }
+        Ok(())
+    }
+
+    async fn load(&self, meta: DocumentMeta) -> Result<Loaded, HubError> {
+        let chunks = self.store.chunks_after(&meta.id, 0).await?;
+        let mut doc = Automerge::new();
+        let mut loaded = Loaded {
+            meta,
+            doc: Automerge::new(),
+            last_seq: 0,
+            chunk_hashes: Vec::with_capacity(chunks.len()),
+            snapshot_bytes: 0,
+            incremental_bytes: 0,
+            peers: HashMap::new(),
+        };
+        for chunk in chunks {
+            doc.load_incremental(&chunk.bytes)
+                .map_err(|e| HubError::Corrupt(e.to_string()))?;
+            loaded.last_seq = loaded.last_seq.max(chunk.seq);
+            loaded.chunk_hashes.push(chunk.hash);
+            match chunk.kind {
+                ChunkKind::Snapshot => loaded.snapshot_bytes += chunk.bytes.len(),
+                ChunkKind::Incremental => loaded.incremental_bytes += chunk.bytes.len(),
+            }
+        }
+        loaded.doc = doc;
+        Ok(loaded)
+    }
+
+    /// Replaces the chunks read so far by one snapshot once they outgrow it. Only chunks this
+    /// instance has read are deleted, so a concurrent writer's chunk is never lost.
+    async fn maybe_compact(&self, id: &DocumentId, loaded: &mut Loaded) {
+        if loaded.incremental_bytes < 64 * 1024 || loaded.incremental_bytes < loaded.snapshot_bytes
+        {
+            return;
+        }
+        let snapshot = loaded.doc.save();
+        match self
+            .store
+            .replace_chunks(id, &snapshot, &loaded.chunk_hashes)
+            .await
+        {
+            Ok(()) => {
+                loaded.chunk_hashes = vec![sha256(&snapshot)];
+                loaded.snapshot_bytes = snapshot.len();
+                loaded.incremental_bytes = 0;
+            }
+            // Compaction is an optimisation; the chunks are still all there.
+            Err(e) => tracing::warn!(doc = %id, error = %e, "compaction failed"),
+        }
+    }
+
+    /// Forgets a closed connection everywhere and drops idle documents beyond the budget.
+    pub async fn disconnect(&self, conn: ConnId, docs: &[DocumentId]) {
+        for id in docs {
+            let slot = self.slot(id);
+            let mut guard = slot.lock().await;
+            if let Some(loaded) = guard.as_mut() {
+                loaded.peers.remove(&conn);
+            }
+        }
+        self.evict_idle().await;
+    }
+
+    async fn evict_idle(&self) {
+        let slots: Vec<(DocumentId, Slot)> = {
+            let docs = self.docs.lock().unwrap_or_else(|p| p.into_inner());
+            if docs.len() <= IDLE_DOCS_KEPT {
+                return;
+            }
+            docs.iter().map(|(k, v)| (*k, v.clone())).collect()
+        };
+        let mut idle = Vec::new();
+        for (id, slot) in slots {
+            if let Ok(guard) = slot.try_lock() {
+                if guard.as_ref().map(|l| l.peers.is_empty()).unwrap_or(true) {
+                    idle.push(id);
+                }
+            }
+        }
+        let mut docs = self.docs.lock().unwrap_or_else(|p| p.into_inner());
+        let excess = docs.len().saturating_sub(IDLE_DOCS_KEPT);
+        for id in idle.into_iter().take(excess) {
+            docs.remove(&id);
+        }
+    }
+
+    /// Number of documents currently loaded (for metrics and tests).
+    pub fn loaded_documents(&self) -> usize {
+        self.docs.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

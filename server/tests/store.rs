@@ -1,0 +1,563 @@
+//! One store test suite, run against SQLite (a temporary directory) and PostgreSQL (a fresh
+//! database per test, dropped afterwards).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use sotong_core::DocumentId;
+use sotong_server::store::{
+    ChunkKind, CodeCheck, CodeIssue, CodeLimits, DeviceRef, DocumentMeta, NewCode, NewDevice,
+    PgStore, SqliteStore, Store, StoreError,
+};
+
+type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Opens instances of one backend on one database: each `open` is a new instance, as a
+/// second server process would be.
+trait Backend: Send + Sync {
+    fn open(&self) -> BoxFut<'_, Arc<dyn Store>>;
+}
+
+struct Sqlite(tempfile::TempDir);
+
+impl Backend for Sqlite {
+    fn open(&self) -> BoxFut<'_, Arc<dyn Store>> {
+        Box::pin(async move {
+            let store = SqliteStore::open(&self.0.path().join("sotong.db"))
+                .await
+                .expect("open sqlite");
+            Arc::new(store) as Arc<dyn Store>
+        })
+    }
+}
+
+struct Postgres(common::PgDb);
+
+impl Backend for Postgres {
+    fn open(&self) -> BoxFut<'_, Arc<dyn Store>> {
+        Box::pin(async move {
+            let store = PgStore::connect(&self.0.url).await.expect("open postgres");
+            Arc::new(store) as Arc<dyn Store>
+        })
+    }
+}
+
+fn sqlite() -> Sqlite {
+    Sqlite(tempfile::tempdir().expect("tempdir"))
+}
+
+async fn postgres() -> Option<Postgres> {
+    common::PgDb::create().await.map(Postgres)
+}
+
+/// Generates `sqlite::<name>` and `postgres::<name>` for each suite function.
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_suite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let backend = super::sqlite();
+                    super::$name(&backend).await;
+                }
+            )*
+        }
+        mod postgres_suite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(backend) = super::postgres().await else { return };
+                    super::$name(&backend).await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    documents_create_conflict_list,
+    chunk_append_is_idempotent,
+    chunks_after_orders_across_instances,
+    concurrent_writers_never_hide_chunks_from_a_reader,
+    replace_chunks_keeps_unlisted_chunks,
+    reopening_keeps_data,
+    codes_count_attempts_and_die,
+    codes_are_single_use_and_expire,
+    newest_code_supersedes_older,
+    code_rate_limits_per_phone_and_client,
+    devices_join_the_account_of_their_number,
+    tickets_are_single_use_and_expire,
+    tickets_redeem_once_across_instances,
+    dev_codes_latest,
+);
+
+fn sha(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+fn meta(owner: i64, created_at: i64) -> DocumentMeta {
+    DocumentMeta {
+        id: DocumentId::random(),
+        owner,
+        kind: "proposal".into(),
+        created_at,
+    }
+}
+
+async fn documents_create_conflict_list(b: &dyn Backend) {
+    let s = b.open().await;
+    let a = meta(1, 100);
+    let later = meta(1, 200);
+    let other = meta(2, 150);
+    assert!(s.create_document(&a).await.unwrap());
+    // Same id, another owner: refused, nothing changes.
+    let hijack = DocumentMeta {
+        owner: 2,
+        kind: "other".into(),
+        ..a.clone()
+    };
+    assert!(!s.create_document(&hijack).await.unwrap());
+    assert_eq!(s.document(&a.id).await.unwrap(), Some(a.clone()));
+    assert!(s.create_document(&later).await.unwrap());
+    assert!(s.create_document(&other).await.unwrap());
+    assert_eq!(s.documents_of(1).await.unwrap(), vec![a, later]);
+    assert_eq!(s.documents_of(2).await.unwrap(), vec![other]);
+    assert!(s.documents_of(3).await.unwrap().is_empty());
+    assert_eq!(s.document(&DocumentId::random()).await.unwrap(), None);
+}
+
+async fn chunk_append_is_idempotent(b: &dyn Backend) {
+    let s = b.open().await;
+    let doc = DocumentId::random();
+    let other = DocumentId::random();
+    s.append_chunk(&doc, ChunkKind::Snapshot, b"snap").await.unwrap();
+    s.append_chunk(&doc, ChunkKind::Incremental, b"one").await.unwrap();
+    s.append_chunk(&doc, ChunkKind::Incremental, b"one").await.unwrap();
+    s.append_chunk(&doc, ChunkKind::Snapshot, b"snap").await.unwrap();
+    // The same bytes in another document are another chunk.
+    s.append_chunk(&other, ChunkKind::Incremental, b"one").await.unwrap();
+
+    let chunks = s.chunks_after(&doc, 0).await.unwrap();
+    assert_eq!(chunks.len(), 2);
+    assert_eq!(chunks[0].kind, ChunkKind::Snapshot);
+    assert_eq!(chunks[0].bytes, b"snap");
+    assert_eq!(chunks[0].hash, sha(b"snap"));
+    assert_eq!(chunks[1].kind, ChunkKind::Incremental);
+    assert_eq!(chunks[1].hash, sha(b"one"));
+    assert!(chunks[0].seq < chunks[1].seq);
+    assert_eq!(s.chunks_after(&other, 0).await.unwrap().len(), 1);
+    assert!(s.chunks_after(&DocumentId::random(), 0).await.unwrap().is_empty());
+}
+
+async fn chunks_after_orders_across_instances(b: &dyn Backend) {
+    let one = b.open().await;
+    let two = b.open().await;
+    let doc = DocumentId::random();
+    for i in 0..10u8 {
+        let writer = if i % 2 == 0 { &one } else { &two };
+        writer
+            .append_chunk(&doc, ChunkKind::Incremental, &[i])
+            .await
+            .unwrap();
+    }
+    for reader in [&one, &two] {
+        let all = reader.chunks_after(&doc, 0).await.unwrap();
+        let bytes: Vec<u8> = all.iter().map(|c| c.bytes[0]).collect();
+        assert_eq!(bytes, (0..10).collect::<Vec<u8>>());
+        assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+        // Catching up from a seen seq returns exactly the rest.
+        let rest = reader.chunks_after(&doc, all[3].seq).await.unwrap();
+        assert_eq!(rest, all[4..].to_vec());
+        assert!(reader
+            .chunks_after(&doc, all[9].seq)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+}
+
+/// Two instances write one document concurrently while a third polls with a seq cursor, as
+/// a server instance catching up does. The poller must end up with every chunk: a chunk
+/// committed with a lower seq after a higher one was seen would be lost to it.
+async fn concurrent_writers_never_hide_chunks_from_a_reader(b: &dyn Backend) {
+    let doc = DocumentId::random();
+    let writers: Vec<_> = [b.open().await, b.open().await]
+        .into_iter()
+        .enumerate()
+        .map(|(w, store)| {
+            tokio::spawn(async move {
+                for i in 0..40u32 {
+                    let bytes = format!("w{w}-{i}");
+                    store
+                        .append_chunk(&doc, ChunkKind::Incremental, bytes.as_bytes())
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    let reader = b.open().await;
+    let mut cursor = 0;
+    let mut seen = BTreeSet::new();
+    let mut done = false;
+    while !done {
+        done = writers.iter().all(|w| w.is_finished());
+        for chunk in reader.chunks_after(&doc, cursor).await.unwrap() {
+            cursor = chunk.seq;
+            seen.insert(chunk.bytes);
+        }
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    for chunk in reader.chunks_after(&doc, cursor).await.unwrap() {
+        seen.insert(chunk.bytes);
+    }
+    assert_eq!(seen.len(), 80);
+}
+
+async fn replace_chunks_keeps_unlisted_chunks(b: &dyn Backend) {
+    let compactor = b.open().await;
+    let other = b.open().await;
+    let doc = DocumentId::random();
+    compactor.append_chunk(&doc, ChunkKind::Incremental, b"a").await.unwrap();
+    compactor.append_chunk(&doc, ChunkKind::Incremental, b"b").await.unwrap();
+    let known: Vec<[u8; 32]> = compactor
+        .chunks_after(&doc, 0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.hash)
+        .collect();
+    // Another instance writes while the compactor builds its snapshot.
+    other.append_chunk(&doc, ChunkKind::Incremental, b"c").await.unwrap();
+    let unrelated = DocumentId::random();
+    other.append_chunk(&unrelated, ChunkKind::Incremental, b"a").await.unwrap();
+
+    // Listing the snapshot's own hash must not delete it.
+    let mut replaced = known.clone();
+    replaced.push(sha(b"ab"));
+    compactor.replace_chunks(&doc, b"ab", &replaced).await.unwrap();
+
+    let left = other.chunks_after(&doc, 0).await.unwrap();
+    let by_hash: BTreeSet<[u8; 32]> = left.iter().map(|c| c.hash).collect();
+    assert_eq!(by_hash, BTreeSet::from([sha(b"c"), sha(b"ab")]));
+    let snapshot = left.iter().find(|c| c.hash == sha(b"ab")).unwrap();
+    assert_eq!(snapshot.kind, ChunkKind::Snapshot);
+    assert_eq!(snapshot.bytes, b"ab");
+    // Same hash in another document is untouched.
+    assert_eq!(other.chunks_after(&unrelated, 0).await.unwrap().len(), 1);
+    // Idempotent.
+    compactor.replace_chunks(&doc, b"ab", &known).await.unwrap();
+    assert_eq!(other.chunks_after(&doc, 0).await.unwrap(), left);
+}
+
+async fn reopening_keeps_data(b: &dyn Backend) {
+    let doc = meta(7, 1);
+    {
+        let s = b.open().await;
+        assert!(s.create_document(&doc).await.unwrap());
+        s.append_chunk(&doc.id, ChunkKind::Snapshot, b"x").await.unwrap();
+        s.record_dev_code("+821012345678", "123456", 1).await.unwrap();
+    }
+    // Opening again re-runs the migration check on an up-to-date database.
+    let s = b.open().await;
+    assert_eq!(s.document(&doc.id).await.unwrap(), Some(doc.clone()));
+    assert_eq!(s.chunks_after(&doc.id, 0).await.unwrap().len(), 1);
+    assert_eq!(
+        s.latest_dev_code("+821012345678").await.unwrap().as_deref(),
+        Some("123456")
+    );
+}
+
+const LIMITS: CodeLimits = CodeLimits {
+    per_phone: 5,
+    per_client: 20,
+    window_secs: 3600,
+};
+
+fn code(phone: u8, client: u8, code: &str, now: i64) -> NewCode {
+    NewCode {
+        phone_key: [phone; 32],
+        client_key: [client; 32],
+        code_hash: sha(code.as_bytes()),
+        created_at: now,
+        expires_at: now + 600,
+    }
+}
+
+async fn codes_count_attempts_and_die(b: &dyn Backend) {
+    let s = b.open().await;
+    let now = 1_000_000;
+    assert_eq!(
+        s.issue_code(&code(1, 1, "111111", now), &LIMITS).await.unwrap(),
+        CodeIssue::Issued
+    );
+    for left in (0..5).rev() {
+        assert_eq!(
+            s.check_code(&[1; 32], &sha(b"999999"), 5, now + 1).await.unwrap(),
+            CodeCheck::Rejected {
+                attempts_left: left
+            }
+        );
+    }
+    // Out of attempts: even the right code is refused now.
+    assert_eq!(
+        s.check_code(&[1; 32], &sha(b"111111"), 5, now + 1).await.unwrap(),
+        CodeCheck::Dead
+    );
+    // No code at all for another number.
+    assert_eq!(
+        s.check_code(&[2; 32], &sha(b"111111"), 5, now).await.unwrap(),
+        CodeCheck::Dead
+    );
+}
+
+async fn codes_are_single_use_and_expire(b: &dyn Backend) {
+    let s = b.open().await;
+    let now = 1_000_000;
+    s.issue_code(&code(1, 1, "111111", now), &LIMITS).await.unwrap();
+    assert_eq!(
+        s.check_code(&[1; 32], &sha(b"999999"), 5, now).await.unwrap(),
+        CodeCheck::Rejected { attempts_left: 4 }
+    );
+    assert_eq!(
+        s.check_code(&[1; 32], &sha(b"111111"), 5, now).await.unwrap(),
+        CodeCheck::Accepted
+    );
+    assert_eq!(
+        s.check_code(&[1; 32], &sha(b"111111"), 5, now).await.unwrap(),
+        CodeCheck::Dead
+    );
+
+    s.issue_code(&code(2, 1, "222222", now), &LIMITS).await.unwrap();
+    assert_eq!(
+        s.check_code(&[2; 32], &sha(b"222222"), 5, now + 600).await.unwrap(),
+        CodeCheck::Dead,
+        "expired code accepted"
+    );
+    assert_eq!(
+        s.check_code(&[2; 32], &sha(b"222222"), 5, now + 599).await.unwrap(),
+        CodeCheck::Accepted
+    );
+}
+
+async fn newest_code_supersedes_older(b: &dyn Backend) {
+    let s = b.open().await;
+    let now = 1_000_000;
+    s.issue_code(&code(1, 1, "111111", now), &LIMITS).await.unwrap();
+    s.issue_code(&code(1, 1, "222222", now + 1), &LIMITS).await.unwrap();
+    assert_eq!(
+        s.check_code(&[1; 32], &sha(b"111111"), 5, now + 2).await.unwrap(),
+        CodeCheck::Rejected { attempts_left: 4 }
+    );
+    assert_eq!(
+        s.check_code(&[1; 32], &sha(b"222222"), 5, now + 2).await.unwrap(),
+        CodeCheck::Accepted
+    );
+}
+
+async fn code_rate_limits_per_phone_and_client(b: &dyn Backend) {
+    let s = b.open().await;
+    let limits = CodeLimits {
+        per_phone: 2,
+        per_client: 3,
+        window_secs: 3600,
+    };
+    let t = 1_000_000;
+    assert_eq!(s.issue_code(&code(1, 9, "1", t), &limits).await.unwrap(), CodeIssue::Issued);
+    assert_eq!(
+        s.issue_code(&code(1, 9, "1", t + 100), &limits).await.unwrap(),
+        CodeIssue::Issued
+    );
+    assert_eq!(
+        s.issue_code(&code(1, 8, "1", t + 200), &limits).await.unwrap(),
+        CodeIssue::PhoneLimited {
+            retry_after_secs: 3400
+        }
+    );
+    // A refused request is not counted: the client has used 2 of 3.
+    assert_eq!(
+        s.issue_code(&code(2, 9, "1", t + 300), &limits).await.unwrap(),
+        CodeIssue::Issued
+    );
+    assert_eq!(
+        s.issue_code(&code(3, 9, "1", t + 400), &limits).await.unwrap(),
+        CodeIssue::ClientLimited {
+            retry_after_secs: 3200
+        }
+    );
+    // Once the window has passed the first code, the number may ask again.
+    assert_eq!(
+        s.issue_code(&code(1, 7, "1", t + 3601), &limits).await.unwrap(),
+        CodeIssue::Issued
+    );
+}
+
+async fn devices_join_the_account_of_their_number(b: &dyn Backend) {
+    let s = b.open().await;
+    let device = |phone: u8, token: &'static [u8]| NewDevice {
+        phone_key: [phone; 32],
+        name: "Pixel",
+        token_hash: sha(token),
+        token_expires_at: 5000,
+        now: 1000,
+    };
+    let first = s.register_device(&device(1, b"t1")).await.unwrap();
+    let second = b.open().await.register_device(&device(1, b"t2")).await.unwrap();
+    let stranger = s.register_device(&device(2, b"t3")).await.unwrap();
+    assert_eq!(first.account_id, second.account_id);
+    assert_ne!(first.device_id, second.device_id);
+    assert_ne!(first.account_id, stranger.account_id);
+
+    let owner = s.token_owner(&sha(b"t2")).await.unwrap().unwrap();
+    assert_eq!(owner.device, second);
+    assert_eq!(owner.expires_at, 5000);
+    assert_eq!(s.token_owner(&sha(b"forged")).await.unwrap(), None);
+}
+
+async fn register(s: &dyn Store) -> DeviceRef {
+    s.register_device(&NewDevice {
+        phone_key: [1; 32],
+        name: "Pixel",
+        token_hash: sha(b"token"),
+        token_expires_at: i64::MAX,
+        now: 0,
+    })
+    .await
+    .unwrap()
+}
+
+async fn tickets_are_single_use_and_expire(b: &dyn Backend) {
+    let s = b.open().await;
+    let device = register(&*s).await;
+    let now = 1_000_000;
+    s.create_ticket(&sha(b"t1"), device, now + 60, now).await.unwrap();
+    assert_eq!(s.redeem_ticket(&sha(b"t1"), now + 1).await.unwrap(), Some(device));
+    assert_eq!(s.redeem_ticket(&sha(b"t1"), now + 1).await.unwrap(), None);
+    assert_eq!(s.redeem_ticket(&sha(b"never"), now).await.unwrap(), None);
+
+    s.create_ticket(&sha(b"t2"), device, now + 60, now).await.unwrap();
+    assert_eq!(s.redeem_ticket(&sha(b"t2"), now + 60).await.unwrap(), None);
+}
+
+async fn tickets_redeem_once_across_instances(b: &dyn Backend) {
+    let s = b.open().await;
+    let device = register(&*s).await;
+    let now = 1_000_000;
+    for round in 0..10u8 {
+        let hash = sha(&[round]);
+        s.create_ticket(&hash, device, now + 60, now).await.unwrap();
+        let racers: Vec<_> = [b.open().await, b.open().await]
+            .into_iter()
+            .map(|store| tokio::spawn(async move { store.redeem_ticket(&hash, now).await }))
+            .collect();
+        let mut wins = 0;
+        for r in racers {
+            wins += usize::from(r.await.unwrap().unwrap().is_some());
+        }
+        assert_eq!(wins, 1, "round {round}");
+    }
+}
+
+async fn dev_codes_latest(b: &dyn Backend) {
+    let s = b.open().await;
+    assert_eq!(s.latest_dev_code("+821012345678").await.unwrap(), None);
+    s.record_dev_code("+821012345678", "111111", 1).await.unwrap();
+    s.record_dev_code("+821012345678", "222222", 1).await.unwrap();
+    s.record_dev_code("+14155550100", "333333", 2).await.unwrap();
+    assert_eq!(
+        s.latest_dev_code("+821012345678").await.unwrap().as_deref(),
+        Some("222222")
+    );
+}
+
+// ---- backend-specific: migrations --------------------------------------------------------------
+
+#[tokio::test]
+async fn sqlite_newer_database_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sotong.db");
+    drop(SqliteStore::open(&path).await.unwrap());
+    let future = SqliteStore::supported_version() + 1;
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", future).unwrap();
+    }
+    let err = match SqliteStore::open(&path).await {
+        Ok(_) => panic!("a newer database was opened"),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(err, StoreError::TooNew { found, supported } if found == future && supported == future - 1),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("newer than this server supports"), "{err}");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, future);
+}
+
+#[tokio::test]
+async fn sqlite_two_instances_share_one_file() {
+    let backend = sqlite();
+    let one = backend.open().await;
+    let two = backend.open().await;
+    let doc = meta(1, 1);
+    assert!(one.create_document(&doc).await.unwrap());
+    assert!(!two.create_document(&doc).await.unwrap());
+    assert_eq!(two.document(&doc.id).await.unwrap(), Some(doc));
+}
+
+#[tokio::test]
+async fn postgres_newer_database_is_refused() {
+    let Some(db) = common::PgDb::create().await else {
+        return;
+    };
+    drop(PgStore::connect(&db.url).await.unwrap());
+    let future = PgStore::supported_version() + 1;
+    db.client()
+        .await
+        .execute("INSERT INTO schema_version (version) VALUES ($1)", &[&future])
+        .await
+        .unwrap();
+    let err = match PgStore::connect(&db.url).await {
+        Ok(_) => panic!("a newer database was opened"),
+        Err(e) => e,
+    };
+    assert!(matches!(err, StoreError::TooNew { found, .. } if found == future), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_instances_starting_together_migrate_once() {
+    let Some(db) = common::PgDb::create().await else {
+        return;
+    };
+    let starts: Vec<_> = (0..4)
+        .map(|_| {
+            let url = db.url.clone();
+            tokio::spawn(async move { PgStore::connect(&url).await.map(drop) })
+        })
+        .collect();
+    for s in starts {
+        s.await.unwrap().unwrap();
+    }
+    let rows = db
+        .client()
+        .await
+        .query("SELECT version FROM schema_version ORDER BY version", &[])
+        .await
+        .unwrap();
+    let versions: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(
+        versions,
+        (1..=PgStore::supported_version()).collect::<Vec<_>>()
+    );
+}
