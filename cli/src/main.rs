@@ -184,7 +184,12 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<(), String> {
 /// The server to use: the flag, else the one remembered in the home, else the default.
 fn resolve_server(home: &Path, flag: Option<&str>) -> Result<String, String> {
     if let Some(url) = flag {
-        return Ok(url.to_owned());
+        // Accept a bare `host:port`, as sotong-server prints and writes to its port file.
+        return Ok(if url.contains("://") {
+            url.to_owned()
+        } else {
+            format!("http://{url}")
+        });
     }
     match fs::read_to_string(home.join(SERVER_FILE)) {
         Ok(saved) if !saved.trim().is_empty() => Ok(saved.trim().to_owned()),

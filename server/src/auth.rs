@@ -74,16 +74,12 @@ impl FromRequestParts<AppState> for Device {
                 "this route needs an `Authorization: Bearer <token>` header",
             )
         })?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(bearer_token)
-            .ok_or_else(|| {
-                ApiError::unauthorized(
-                    "invalid_token",
-                    "the Authorization header must be `Bearer <token>`",
-                )
-            })?;
+        let token = header.to_str().ok().and_then(bearer_token).ok_or_else(|| {
+            ApiError::unauthorized(
+                "invalid_token",
+                "the Authorization header must be `Bearer <token>`",
+            )
+        })?;
         authenticate_token(state, token).await
     }
 }
@@ -422,8 +418,7 @@ fn random_secret() -> String {
 
 fn looks_like_secret(s: &str) -> bool {
     s.len() == SECRET_LEN
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
@@ -438,8 +433,14 @@ mod tests {
     #[test]
     fn normalizes_phone_numbers() {
         assert_eq!(normalize_phone("+821012345678").unwrap(), "+821012345678");
-        assert_eq!(normalize_phone(" +82 10-1234-5678 ").unwrap(), "+821012345678");
-        assert_eq!(normalize_phone("+1 (415) 555.0100").unwrap(), "+14155550100");
+        assert_eq!(
+            normalize_phone(" +82 10-1234-5678 ").unwrap(),
+            "+821012345678"
+        );
+        assert_eq!(
+            normalize_phone("+1 (415) 555.0100").unwrap(),
+            "+14155550100"
+        );
         for bad in [
             "821012345678",
             "+8210",

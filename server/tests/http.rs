@@ -39,7 +39,13 @@ impl Server {
     }
 
     async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        let res = self.http.post(self.url(path)).json(&body).send().await.unwrap();
+        let res = self
+            .http
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         let status = res.status();
         (status, res.json().await.unwrap_or(Value::Null))
     }
@@ -103,7 +109,10 @@ fn token_of(body: &Value) -> String {
 
 fn assert_error(body: &Value, code: &str) {
     assert_eq!(body["error"], code, "{body}");
-    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
 }
 
 async fn registration_flow(server: &Server) {
@@ -154,7 +163,9 @@ async fn registration_flow(server: &Server) {
     let (_, body) = server.get_authed("/v1/documents", &token_of(&other)).await;
     assert_eq!(body, json!({ "documents": [] }));
 
-    let device = auth::authenticate_token(&server.state(), &token).await.unwrap();
+    let device = auth::authenticate_token(&server.state(), &token)
+        .await
+        .unwrap();
     assert_eq!(device.account_id, account);
 }
 
@@ -162,7 +173,12 @@ async fn registration_flow(server: &Server) {
 async fn register_two_devices_on_one_account_sqlite() {
     let (_dir, config) = sqlite_config();
     let server = Server::start(config).await;
-    let res = server.http.get(server.url("/healthz")).send().await.unwrap();
+    let res = server
+        .http
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.text().await.unwrap(), "ok");
     registration_flow(&server).await;
@@ -192,7 +208,12 @@ async fn forged_missing_and_malformed_tokens_are_401() {
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{token:?}");
         assert_error(&body, "invalid_token");
     }
-    let res = server.http.get(server.url("/v1/documents")).send().await.unwrap();
+    let res = server
+        .http
+        .get(server.url("/v1/documents"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(res.headers()["www-authenticate"], "Bearer");
     assert_error(&res.json().await.unwrap(), "missing_token");
@@ -236,7 +257,10 @@ async fn wrong_codes_count_and_lock_out_after_five() {
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert_error(&body, "wrong_code");
         assert!(
-            body["message"].as_str().unwrap().contains(&format!("{left} attempt")),
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("{left} attempt")),
             "{body}"
         );
     }
@@ -252,7 +276,10 @@ async fn wrong_codes_count_and_lock_out_after_five() {
     // A new code works, once.
     let code = server.request_code(PHONE).await;
     let body = json!({ "phone": PHONE, "code": code, "device_name": "Pixel" });
-    assert_eq!(server.post("/v1/auth/register", body.clone()).await.0, StatusCode::OK);
+    assert_eq!(
+        server.post("/v1/auth/register", body.clone()).await.0,
+        StatusCode::OK
+    );
     let (status, again) = server.post("/v1/auth/register", body).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_error(&again, "code_expired");
@@ -293,7 +320,11 @@ async fn codes_are_rate_limited_per_number_and_per_client() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
-    let retry: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((3590..=3600).contains(&retry), "{retry}");
     let body: Value = res.json().await.unwrap();
     assert_error(&body, "rate_limited");
@@ -302,9 +333,14 @@ async fn codes_are_rate_limited_per_number_and_per_client() {
     for n in 0..3 {
         server.request_code(&format!("+8210000000{n}")).await;
     }
-    let (status, body) = server.post("/v1/auth/code", json!({ "phone": "+821099999999" })).await;
+    let (status, body) = server
+        .post("/v1/auth/code", json!({ "phone": "+821099999999" }))
+        .await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
-    assert!(body["message"].as_str().unwrap().contains("address"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("address"),
+        "{body}"
+    );
     server.handle.shutdown().await;
 }
 
@@ -325,10 +361,15 @@ async fn bad_requests_get_json_errors() {
         assert_error(&res.json().await.unwrap(), "invalid_json");
     }
     for phone in ["01012345678", "+82", "+82 10 abc", "+8210123456789012"] {
-        let (status, body) = server.post("/v1/auth/code", json!({ "phone": phone })).await;
+        let (status, body) = server
+            .post("/v1/auth/code", json!({ "phone": phone }))
+            .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{phone}");
         assert_error(&body, "invalid_phone");
-        assert!(body["message"].as_str().unwrap().contains("international format"));
+        assert!(body["message"]
+            .as_str()
+            .unwrap()
+            .contains("international format"));
     }
     let (status, body) = server
         .post(
@@ -374,7 +415,12 @@ async fn tickets_are_single_use() {
     let registered = server.register(PHONE, "Pixel").await;
     let token = token_of(&registered);
 
-    let res = server.http.post(server.url("/v1/auth/ticket")).send().await.unwrap();
+    let res = server
+        .http
+        .post(server.url("/v1/auth/ticket"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
 
     let res = server
@@ -470,7 +516,13 @@ async fn logs_hold_no_numbers_tokens_or_tickets() {
     let (_dir, config) = sqlite_config();
     let server = Server::start(config).await;
     let registered = server.register(PHONE, "Pixel").await;
-    let code = server.handle.store().latest_dev_code(PHONE).await.unwrap().unwrap();
+    let code = server
+        .handle
+        .store()
+        .latest_dev_code(PHONE)
+        .await
+        .unwrap()
+        .unwrap();
     let token = token_of(&registered);
     let res = server
         .http
@@ -500,6 +552,9 @@ async fn logs_hold_no_numbers_tokens_or_tickets() {
     assert!(logs.contains("/v1/auth/register"), "{logs}");
     assert!(logs.contains("status=200"), "{logs}");
     for secret in [PHONE, "1012345678", token.as_str(), ticket.as_str()] {
-        assert!(!logs.contains(secret), "{secret:?} leaked into the logs:\n{logs}");
+        assert!(
+            !logs.contains(secret),
+            "{secret:?} leaked into the logs:\n{logs}"
+        );
     }
 }

@@ -135,12 +135,22 @@ async fn chunk_append_is_idempotent(b: &dyn Backend) {
     let s = b.open().await;
     let doc = DocumentId::random();
     let other = DocumentId::random();
-    s.append_chunk(&doc, ChunkKind::Snapshot, b"snap").await.unwrap();
-    s.append_chunk(&doc, ChunkKind::Incremental, b"one").await.unwrap();
-    s.append_chunk(&doc, ChunkKind::Incremental, b"one").await.unwrap();
-    s.append_chunk(&doc, ChunkKind::Snapshot, b"snap").await.unwrap();
+    s.append_chunk(&doc, ChunkKind::Snapshot, b"snap")
+        .await
+        .unwrap();
+    s.append_chunk(&doc, ChunkKind::Incremental, b"one")
+        .await
+        .unwrap();
+    s.append_chunk(&doc, ChunkKind::Incremental, b"one")
+        .await
+        .unwrap();
+    s.append_chunk(&doc, ChunkKind::Snapshot, b"snap")
+        .await
+        .unwrap();
     // The same bytes in another document are another chunk.
-    s.append_chunk(&other, ChunkKind::Incremental, b"one").await.unwrap();
+    s.append_chunk(&other, ChunkKind::Incremental, b"one")
+        .await
+        .unwrap();
 
     let chunks = s.chunks_after(&doc, 0).await.unwrap();
     assert_eq!(chunks.len(), 2);
@@ -151,7 +161,11 @@ async fn chunk_append_is_idempotent(b: &dyn Backend) {
     assert_eq!(chunks[1].hash, sha(b"one"));
     assert!(chunks[0].seq < chunks[1].seq);
     assert_eq!(s.chunks_after(&other, 0).await.unwrap().len(), 1);
-    assert!(s.chunks_after(&DocumentId::random(), 0).await.unwrap().is_empty());
+    assert!(s
+        .chunks_after(&DocumentId::random(), 0)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn chunks_after_orders_across_instances(b: &dyn Backend) {
@@ -225,8 +239,14 @@ async fn replace_chunks_keeps_unlisted_chunks(b: &dyn Backend) {
     let compactor = b.open().await;
     let other = b.open().await;
     let doc = DocumentId::random();
-    compactor.append_chunk(&doc, ChunkKind::Incremental, b"a").await.unwrap();
-    compactor.append_chunk(&doc, ChunkKind::Incremental, b"b").await.unwrap();
+    compactor
+        .append_chunk(&doc, ChunkKind::Incremental, b"a")
+        .await
+        .unwrap();
+    compactor
+        .append_chunk(&doc, ChunkKind::Incremental, b"b")
+        .await
+        .unwrap();
     let known: Vec<[u8; 32]> = compactor
         .chunks_after(&doc, 0)
         .await
@@ -235,14 +255,23 @@ async fn replace_chunks_keeps_unlisted_chunks(b: &dyn Backend) {
         .map(|c| c.hash)
         .collect();
     // Another instance writes while the compactor builds its snapshot.
-    other.append_chunk(&doc, ChunkKind::Incremental, b"c").await.unwrap();
+    other
+        .append_chunk(&doc, ChunkKind::Incremental, b"c")
+        .await
+        .unwrap();
     let unrelated = DocumentId::random();
-    other.append_chunk(&unrelated, ChunkKind::Incremental, b"a").await.unwrap();
+    other
+        .append_chunk(&unrelated, ChunkKind::Incremental, b"a")
+        .await
+        .unwrap();
 
     // Listing the snapshot's own hash must not delete it.
     let mut replaced = known.clone();
     replaced.push(sha(b"ab"));
-    compactor.replace_chunks(&doc, b"ab", &replaced).await.unwrap();
+    compactor
+        .replace_chunks(&doc, b"ab", &replaced)
+        .await
+        .unwrap();
 
     let left = other.chunks_after(&doc, 0).await.unwrap();
     let by_hash: BTreeSet<[u8; 32]> = left.iter().map(|c| c.hash).collect();
@@ -262,8 +291,12 @@ async fn reopening_keeps_data(b: &dyn Backend) {
     {
         let s = b.open().await;
         assert!(s.create_document(&doc).await.unwrap());
-        s.append_chunk(&doc.id, ChunkKind::Snapshot, b"x").await.unwrap();
-        s.record_dev_code("+821012345678", "123456", 1).await.unwrap();
+        s.append_chunk(&doc.id, ChunkKind::Snapshot, b"x")
+            .await
+            .unwrap();
+        s.record_dev_code("+821012345678", "123456", 1)
+            .await
+            .unwrap();
     }
     // Opening again re-runs the migration check on an up-to-date database.
     let s = b.open().await;
@@ -295,12 +328,16 @@ async fn codes_count_attempts_and_die(b: &dyn Backend) {
     let s = b.open().await;
     let now = 1_000_000;
     assert_eq!(
-        s.issue_code(&code(1, 1, "111111", now), &LIMITS).await.unwrap(),
+        s.issue_code(&code(1, 1, "111111", now), &LIMITS)
+            .await
+            .unwrap(),
         CodeIssue::Issued
     );
     for left in (0..5).rev() {
         assert_eq!(
-            s.check_code(&[1; 32], &sha(b"999999"), 5, now + 1).await.unwrap(),
+            s.check_code(&[1; 32], &sha(b"999999"), 5, now + 1)
+                .await
+                .unwrap(),
             CodeCheck::Rejected {
                 attempts_left: left
             }
@@ -308,12 +345,16 @@ async fn codes_count_attempts_and_die(b: &dyn Backend) {
     }
     // Out of attempts: even the right code is refused now.
     assert_eq!(
-        s.check_code(&[1; 32], &sha(b"111111"), 5, now + 1).await.unwrap(),
+        s.check_code(&[1; 32], &sha(b"111111"), 5, now + 1)
+            .await
+            .unwrap(),
         CodeCheck::Dead
     );
     // No code at all for another number.
     assert_eq!(
-        s.check_code(&[2; 32], &sha(b"111111"), 5, now).await.unwrap(),
+        s.check_code(&[2; 32], &sha(b"111111"), 5, now)
+            .await
+            .unwrap(),
         CodeCheck::Dead
     );
 }
@@ -321,28 +362,42 @@ async fn codes_count_attempts_and_die(b: &dyn Backend) {
 async fn codes_are_single_use_and_expire(b: &dyn Backend) {
     let s = b.open().await;
     let now = 1_000_000;
-    s.issue_code(&code(1, 1, "111111", now), &LIMITS).await.unwrap();
+    s.issue_code(&code(1, 1, "111111", now), &LIMITS)
+        .await
+        .unwrap();
     assert_eq!(
-        s.check_code(&[1; 32], &sha(b"999999"), 5, now).await.unwrap(),
+        s.check_code(&[1; 32], &sha(b"999999"), 5, now)
+            .await
+            .unwrap(),
         CodeCheck::Rejected { attempts_left: 4 }
     );
     assert_eq!(
-        s.check_code(&[1; 32], &sha(b"111111"), 5, now).await.unwrap(),
+        s.check_code(&[1; 32], &sha(b"111111"), 5, now)
+            .await
+            .unwrap(),
         CodeCheck::Accepted
     );
     assert_eq!(
-        s.check_code(&[1; 32], &sha(b"111111"), 5, now).await.unwrap(),
+        s.check_code(&[1; 32], &sha(b"111111"), 5, now)
+            .await
+            .unwrap(),
         CodeCheck::Dead
     );
 
-    s.issue_code(&code(2, 1, "222222", now), &LIMITS).await.unwrap();
+    s.issue_code(&code(2, 1, "222222", now), &LIMITS)
+        .await
+        .unwrap();
     assert_eq!(
-        s.check_code(&[2; 32], &sha(b"222222"), 5, now + 600).await.unwrap(),
+        s.check_code(&[2; 32], &sha(b"222222"), 5, now + 600)
+            .await
+            .unwrap(),
         CodeCheck::Dead,
         "expired code accepted"
     );
     assert_eq!(
-        s.check_code(&[2; 32], &sha(b"222222"), 5, now + 599).await.unwrap(),
+        s.check_code(&[2; 32], &sha(b"222222"), 5, now + 599)
+            .await
+            .unwrap(),
         CodeCheck::Accepted
     );
 }
@@ -350,14 +405,22 @@ async fn codes_are_single_use_and_expire(b: &dyn Backend) {
 async fn newest_code_supersedes_older(b: &dyn Backend) {
     let s = b.open().await;
     let now = 1_000_000;
-    s.issue_code(&code(1, 1, "111111", now), &LIMITS).await.unwrap();
-    s.issue_code(&code(1, 1, "222222", now + 1), &LIMITS).await.unwrap();
+    s.issue_code(&code(1, 1, "111111", now), &LIMITS)
+        .await
+        .unwrap();
+    s.issue_code(&code(1, 1, "222222", now + 1), &LIMITS)
+        .await
+        .unwrap();
     assert_eq!(
-        s.check_code(&[1; 32], &sha(b"111111"), 5, now + 2).await.unwrap(),
+        s.check_code(&[1; 32], &sha(b"111111"), 5, now + 2)
+            .await
+            .unwrap(),
         CodeCheck::Rejected { attempts_left: 4 }
     );
     assert_eq!(
-        s.check_code(&[1; 32], &sha(b"222222"), 5, now + 2).await.unwrap(),
+        s.check_code(&[1; 32], &sha(b"222222"), 5, now + 2)
+            .await
+            .unwrap(),
         CodeCheck::Accepted
     );
 }
@@ -370,31 +433,44 @@ async fn code_rate_limits_per_phone_and_client(b: &dyn Backend) {
         window_secs: 3600,
     };
     let t = 1_000_000;
-    assert_eq!(s.issue_code(&code(1, 9, "1", t), &limits).await.unwrap(), CodeIssue::Issued);
     assert_eq!(
-        s.issue_code(&code(1, 9, "1", t + 100), &limits).await.unwrap(),
+        s.issue_code(&code(1, 9, "1", t), &limits).await.unwrap(),
         CodeIssue::Issued
     );
     assert_eq!(
-        s.issue_code(&code(1, 8, "1", t + 200), &limits).await.unwrap(),
+        s.issue_code(&code(1, 9, "1", t + 100), &limits)
+            .await
+            .unwrap(),
+        CodeIssue::Issued
+    );
+    assert_eq!(
+        s.issue_code(&code(1, 8, "1", t + 200), &limits)
+            .await
+            .unwrap(),
         CodeIssue::PhoneLimited {
             retry_after_secs: 3400
         }
     );
     // A refused request is not counted: the client has used 2 of 3.
     assert_eq!(
-        s.issue_code(&code(2, 9, "1", t + 300), &limits).await.unwrap(),
+        s.issue_code(&code(2, 9, "1", t + 300), &limits)
+            .await
+            .unwrap(),
         CodeIssue::Issued
     );
     assert_eq!(
-        s.issue_code(&code(3, 9, "1", t + 400), &limits).await.unwrap(),
+        s.issue_code(&code(3, 9, "1", t + 400), &limits)
+            .await
+            .unwrap(),
         CodeIssue::ClientLimited {
             retry_after_secs: 3200
         }
     );
     // Once the window has passed the first code, the number may ask again.
     assert_eq!(
-        s.issue_code(&code(1, 7, "1", t + 3601), &limits).await.unwrap(),
+        s.issue_code(&code(1, 7, "1", t + 3601), &limits)
+            .await
+            .unwrap(),
         CodeIssue::Issued
     );
 }
@@ -409,7 +485,12 @@ async fn devices_join_the_account_of_their_number(b: &dyn Backend) {
         now: 1000,
     };
     let first = s.register_device(&device(1, b"t1")).await.unwrap();
-    let second = b.open().await.register_device(&device(1, b"t2")).await.unwrap();
+    let second = b
+        .open()
+        .await
+        .register_device(&device(1, b"t2"))
+        .await
+        .unwrap();
     let stranger = s.register_device(&device(2, b"t3")).await.unwrap();
     assert_eq!(first.account_id, second.account_id);
     assert_ne!(first.device_id, second.device_id);
@@ -437,12 +518,19 @@ async fn tickets_are_single_use_and_expire(b: &dyn Backend) {
     let s = b.open().await;
     let device = register(&*s).await;
     let now = 1_000_000;
-    s.create_ticket(&sha(b"t1"), device, now + 60, now).await.unwrap();
-    assert_eq!(s.redeem_ticket(&sha(b"t1"), now + 1).await.unwrap(), Some(device));
+    s.create_ticket(&sha(b"t1"), device, now + 60, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.redeem_ticket(&sha(b"t1"), now + 1).await.unwrap(),
+        Some(device)
+    );
     assert_eq!(s.redeem_ticket(&sha(b"t1"), now + 1).await.unwrap(), None);
     assert_eq!(s.redeem_ticket(&sha(b"never"), now).await.unwrap(), None);
 
-    s.create_ticket(&sha(b"t2"), device, now + 60, now).await.unwrap();
+    s.create_ticket(&sha(b"t2"), device, now + 60, now)
+        .await
+        .unwrap();
     assert_eq!(s.redeem_ticket(&sha(b"t2"), now + 60).await.unwrap(), None);
 }
 
@@ -468,9 +556,15 @@ async fn tickets_redeem_once_across_instances(b: &dyn Backend) {
 async fn dev_codes_latest(b: &dyn Backend) {
     let s = b.open().await;
     assert_eq!(s.latest_dev_code("+821012345678").await.unwrap(), None);
-    s.record_dev_code("+821012345678", "111111", 1).await.unwrap();
-    s.record_dev_code("+821012345678", "222222", 1).await.unwrap();
-    s.record_dev_code("+14155550100", "333333", 2).await.unwrap();
+    s.record_dev_code("+821012345678", "111111", 1)
+        .await
+        .unwrap();
+    s.record_dev_code("+821012345678", "222222", 1)
+        .await
+        .unwrap();
+    s.record_dev_code("+14155550100", "333333", 2)
+        .await
+        .unwrap();
     assert_eq!(
         s.latest_dev_code("+821012345678").await.unwrap().as_deref(),
         Some("222222")
@@ -497,7 +591,10 @@ async fn sqlite_newer_database_is_refused_untouched() {
         matches!(err, StoreError::TooNew { found, supported } if found == future && supported == future - 1),
         "{err:?}"
     );
-    assert!(err.to_string().contains("newer than this server supports"), "{err}");
+    assert!(
+        err.to_string().contains("newer than this server supports"),
+        "{err}"
+    );
     let conn = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -525,14 +622,20 @@ async fn postgres_newer_database_is_refused() {
     let future = PgStore::supported_version() + 1;
     db.client()
         .await
-        .execute("INSERT INTO schema_version (version) VALUES ($1)", &[&future])
+        .execute(
+            "INSERT INTO schema_version (version) VALUES ($1)",
+            &[&future],
+        )
         .await
         .unwrap();
     let err = match PgStore::connect(&db.url).await {
         Ok(_) => panic!("a newer database was opened"),
         Err(e) => e,
     };
-    assert!(matches!(err, StoreError::TooNew { found, .. } if found == future), "{err:?}");
+    assert!(
+        matches!(err, StoreError::TooNew { found, .. } if found == future),
+        "{err:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

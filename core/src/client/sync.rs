@@ -242,20 +242,29 @@ async fn run(inner: &Inner, token: &str) -> Result<SyncReport, ClientError> {
                 let next = inner
                     .drafts
                     .with_draft_opt(&inner.store, &document_id, |draft| {
-                        let rebuilt = recover(&draft.doc, &heads)?;
-                        draft.doc = rebuilt;
+                        draft.doc = recover(&draft.doc, &heads)?;
                         inner.store.replace_document(&document_id, &draft.doc)?;
                         draft.saved_heads = draft.doc.get_heads();
                         p.state = sync::State::new();
-                        inner.store.save_sync_state(&document_id, SERVER_PEER, &p.state)?;
+                        inner
+                            .store
+                            .save_sync_state(&document_id, SERVER_PEER, &p.state)?;
+                        // Nothing valid to replay: the draft is now exactly the server's.
+                        if draft.doc.get_heads() == heads {
+                            return Ok(None);
+                        }
                         Ok(draft.doc.generate_sync_message(&mut p.state))
                     })?
                     .flatten();
+                let refusals = report
+                    .rejected
+                    .iter()
+                    .filter(|r| r.id == document_id)
+                    .count();
                 match next {
-                    Some(msg) if report.rejected.iter().filter(|r| r.id == document_id).count() < 3 => {
-                        session.send_doc(document_id, msg, false).await?
-                    }
-                    // Refused again after rewinding: stop here rather than loop.
+                    Some(msg) if refusals < 3 => session.send_doc(document_id, msg, false).await?,
+                    // Settled on the server's state, or refused again after rewinding: stop
+                    // here rather than loop.
                     _ => {
                         progress.remove(&document_id);
                     }
@@ -348,46 +357,47 @@ fn finish(
 /// Rewinds a refused draft to the server's heads and replays its still-valid content on top,
 /// as new changes the server will accept. Heads the phone does not know yet are skipped; the
 /// sync that follows brings them.
-pub(crate) fn recover(doc: &Automerge, server_heads: &[ChangeHash]) -> Result<Automerge, ClientError> {
+pub(crate) fn recover(
+    doc: &Automerge,
+    server_heads: &[ChangeHash],
+) -> Result<Automerge, ClientError> {
     let known: Vec<ChangeHash> = server_heads
         .iter()
         .copied()
         .filter(|h| doc.get_change_by_hash(h).is_some())
         .collect();
-    let local = proposal::read(doc).ok();
-    let mut base = if known.is_empty() {
+    // Field by field: a tampered field must not cost the valid ones.
+    let local = proposal::read_fields(doc);
+    let category = local
+        .category
+        .filter(|c| c.len() <= proposal::MAX_CATEGORY_BYTES);
+    if known.is_empty() {
         // Nothing of this draft reached the server: start it again from its valid content.
-        let p = local.clone().unwrap_or(proposal::Proposal {
-            title: String::new(),
-            body: String::new(),
-            category: String::new(),
-        });
-        let category = truncate(&p.category, proposal::MAX_CATEGORY_BYTES);
-        return Ok(proposal::create(&p.title, &p.body, category)?);
-    } else {
-        doc.fork_at(&known)
-            .map_err(|e| ClientError::Internal(format!("cannot rewind draft: {e}")))?
-    };
-    if let (Some(local), Ok(server)) = (local, proposal::read(&base)) {
-        if local.title != server.title {
-            proposal::apply(&mut base, &ProposalEdit::Replace { field: TextField::Title, text: local.title })?;
+        return Ok(proposal::create(
+            local.title.as_deref().unwrap_or_default(),
+            local.body.as_deref().unwrap_or_default(),
+            category.as_deref().unwrap_or_default(),
+        )?);
+    }
+    let mut base = doc
+        .fork_at(&known)
+        .map_err(|e| ClientError::Internal(format!("cannot rewind draft: {e}")))?;
+    let server = proposal::read_fields(&base);
+    let replays = [
+        (local.title, server.title, TextField::Title),
+        (local.body, server.body, TextField::Body),
+    ];
+    for (mine, theirs, field) in replays {
+        if let (Some(text), Some(theirs)) = (mine, theirs) {
+            if text != theirs {
+                proposal::apply(&mut base, &ProposalEdit::Replace { field, text })?;
+            }
         }
-        if local.body != server.body {
-            proposal::apply(&mut base, &ProposalEdit::Replace { field: TextField::Body, text: local.body })?;
-        }
-        if local.category != server.category && local.category.len() <= proposal::MAX_CATEGORY_BYTES {
-            proposal::apply(&mut base, &ProposalEdit::SetCategory(local.category))?;
-        }
+    }
+    if let Some(c) = category.filter(|c| Some(c) != server.category.as_ref()) {
+        proposal::apply(&mut base, &ProposalEdit::SetCategory(c))?;
     }
     Ok(base)
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 fn kind_name(m: &WireMessage) -> &'static str {

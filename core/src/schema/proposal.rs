@@ -121,6 +121,32 @@ pub fn read(doc: &Automerge) -> Result<Proposal, SchemaError> {
 }
 
 
+/// Each field of a proposal that reads as its schema says; the others are `None`. For
+/// salvaging what is valid in a document that, as a whole, is not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProposalFields {
+    /// The title, if it is text.
+    pub title: Option<String>,
+    /// The body, if it is text.
+    pub body: Option<String>,
+    /// The category, if it is a string.
+    pub category: Option<String>,
+}
+
+/// Reads every field that is valid, whatever the others hold.
+pub fn read_fields(doc: &Automerge) -> ProposalFields {
+    let text = |f| {
+        text_obj(doc, f)
+            .ok()
+            .and_then(|obj| doc.text(obj).ok())
+    };
+    ProposalFields {
+        title: text(TextField::Title),
+        body: text(TextField::Body),
+        category: read_str(doc, "category").ok(),
+    }
+}
+
 /// Applies one edit in one Automerge change. Nothing is changed if the edit is invalid.
 pub fn apply(doc: &mut Automerge, edit: &ProposalEdit) -> Result<(), SchemaError> {
     read(doc)?;

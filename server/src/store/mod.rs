@@ -155,7 +155,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// Consumes the ticket atomically: the first call before its expiry gets the device,
     /// every other call gets `None`.
-    async fn redeem_ticket(&self, ticket_hash: &[u8; 32], now: i64) -> StoreResult<Option<DeviceRef>>;
+    async fn redeem_ticket(
+        &self,
+        ticket_hash: &[u8; 32],
+        now: i64,
+    ) -> StoreResult<Option<DeviceRef>>;
 
     // ---- development notifier -----------------------------------------------------------
     /// Records a code "sent" by the development notifier (plain number: development only).
@@ -293,7 +297,9 @@ pub(crate) fn doc_id_from_slice(bytes: &[u8]) -> StoreResult<DocumentId> {
 pub async fn open_store(config: &Config) -> StoreResult<Arc<dyn Store>> {
     match &config.database_url {
         Some(url) => Ok(Arc::new(PgStore::connect(url).await?)),
-        None => Ok(Arc::new(SqliteStore::open(&sqlite_path(&config.data_dir)).await?)),
+        None => Ok(Arc::new(
+            SqliteStore::open(&sqlite_path(&config.data_dir)).await?,
+        )),
     }
 }
 
@@ -301,7 +307,6 @@ pub async fn open_store(config: &Config) -> StoreResult<Arc<dyn Store>> {
 pub fn sqlite_path(data_dir: &Path) -> std::path::PathBuf {
     data_dir.join("sotong.db")
 }
-
 
 /// Compares two secrets' hashes without an early exit on the first differing byte.
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -252,7 +252,7 @@ impl Store for PgStore {
         let mut conn = self.pool.get().await?;
         let tx = conn.transaction().await?;
         tx.execute(
-            "SELECT pg_sleep(0.001 * random()), $1::int, $2::int",
+            "SELECT pg_advisory_xact_lock($1, $2)",
             &[&CHUNK_LOCK_SPACE, &chunk_lock_key(doc)],
         )
         .await?;
@@ -500,7 +500,11 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn redeem_ticket(&self, ticket_hash: &[u8; 32], now: i64) -> StoreResult<Option<DeviceRef>> {
+    async fn redeem_ticket(
+        &self,
+        ticket_hash: &[u8; 32],
+        now: i64,
+    ) -> StoreResult<Option<DeviceRef>> {
         let conn = self.pool.get().await?;
         let row = conn
             .query_opt(

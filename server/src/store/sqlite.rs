@@ -457,7 +457,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn redeem_ticket(&self, ticket_hash: &[u8; 32], now: i64) -> StoreResult<Option<DeviceRef>> {
+    async fn redeem_ticket(
+        &self,
+        ticket_hash: &[u8; 32],
+        now: i64,
+    ) -> StoreResult<Option<DeviceRef>> {
         let ticket_hash = *ticket_hash;
         self.call(move |conn| {
             let row = conn
