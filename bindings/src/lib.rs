@@ -8,6 +8,8 @@
 //! Generate the bindings with the workspace's `uniffi-bindgen` binary:
 //! `uniffi-bindgen generate --library target/debug/libsotong_ffi.so -l kotlin -o OUT`.
 
+#![warn(missing_docs)]
+
 mod client;
 mod error;
 mod guard;

@@ -138,6 +138,17 @@ impl TestServer {
         self.handle = Some(serve(listener, self.config()).await.expect("server starts"));
     }
 
+    /// A second server instance on the same PostgreSQL database (scale-out), on its own port.
+    pub async fn second_instance(&self) -> SecondInstance {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind port 0");
+        let handle = serve(listener, self.config())
+            .await
+            .expect("second instance starts");
+        SecondInstance { handle }
+    }
+
     /// Stops the server (gracefully) and starts a new one on the same data and address.
     pub async fn restart(&mut self) {
         let addr = self.handle().addr();
@@ -186,6 +197,44 @@ impl TestServer {
     }
 }
 
+/// Another instance sharing a [`TestServer`]'s database.
+pub struct SecondInstance {
+    handle: ServerHandle,
+}
+
+impl ServerLike for SecondInstance {
+    fn url(&self) -> String {
+        format!("http://{}", self.handle.addr())
+    }
+    fn store(&self) -> std::sync::Arc<dyn sotong_server::store::Store> {
+        self.handle.store()
+    }
+}
+
+impl SecondInstance {
+    /// Stops it.
+    pub async fn stop(self) {
+        self.handle.shutdown().await;
+    }
+}
+
+/// What phones need of a server.
+pub trait ServerLike {
+    /// Its base URL.
+    fn url(&self) -> String;
+    /// Its store.
+    fn store(&self) -> std::sync::Arc<dyn sotong_server::store::Store>;
+}
+
+impl ServerLike for TestServer {
+    fn url(&self) -> String {
+        TestServer::url(self)
+    }
+    fn store(&self) -> std::sync::Arc<dyn sotong_server::store::Store> {
+        TestServer::store(self)
+    }
+}
+
 static PHONE_NUMBERS: AtomicU32 = AtomicU32::new(0);
 
 /// A fresh phone number for a test citizen.
@@ -203,16 +252,21 @@ pub struct Phone {
 
 impl Phone {
     /// A new install talking to `server`.
-    pub fn new(server: &TestServer) -> Self {
+    pub fn new(server: &impl ServerLike) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let client = Client::open(dir.path(), &server.url()).expect("open core");
         Self { client, dir }
     }
 
     /// Registers this phone as (a device of) the citizen with `number`.
-    pub async fn register(&self, server: &TestServer, number: &str) {
+    pub async fn register(&self, server: &impl ServerLike, number: &str) {
         self.client.request_code(number).await.expect("request code");
-        let code = server.dev_code(number).await;
+        let code = server
+            .store()
+            .latest_dev_code(number)
+            .await
+            .expect("read dev code")
+            .expect("a code was sent");
         self.client
             .register(number, &code, "test phone")
             .await

@@ -14,6 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use error::ClientError;
+pub use sync::{LiveSync, SyncListener};
 use store::{AccountRow, Store};
 
 use crate::schema::proposal::{self, Proposal, ProposalEdit};
@@ -77,6 +78,25 @@ pub(crate) struct Inner {
     pub(crate) store: Store,
     pub(crate) api: api::Api,
     pub(crate) drafts: drafts::Drafts,
+    /// Where local edits are announced while a live sync session runs.
+    live: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<DocumentId>>>,
+}
+
+impl Inner {
+    pub(crate) fn set_live(&self, tx: Option<tokio::sync::mpsc::UnboundedSender<DocumentId>>) {
+        if let Ok(mut live) = self.live.lock() {
+            *live = tx;
+        }
+    }
+
+    /// Tells a running live session that a draft changed here.
+    fn changed_locally(&self, id: DocumentId) {
+        if let Ok(live) = self.live.lock() {
+            if let Some(tx) = live.as_ref() {
+                let _ = tx.send(id);
+            }
+        }
+    }
 }
 
 impl Client {
@@ -96,6 +116,7 @@ impl Client {
                 store,
                 api,
                 drafts: drafts::Drafts::default(),
+                live: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -148,6 +169,7 @@ impl Client {
         self.inner
             .drafts
             .insert_new(&self.inner.store, id, proposal::KIND, doc)?;
+        self.inner.changed_locally(id);
         Ok(id)
     }
 
@@ -157,10 +179,12 @@ impl Client {
         id: &DocumentId,
         edit: ProposalEdit,
     ) -> Result<Proposal, ClientError> {
-        self.inner.drafts.edit(&self.inner.store, id, |doc| {
+        let out = self.inner.drafts.edit(&self.inner.store, id, |doc| {
             proposal::apply(doc, &edit)?;
             Ok(proposal::read(doc)?)
-        })
+        })?;
+        self.inner.changed_locally(*id);
+        Ok(out)
     }
 
     /// A proposal draft's content.
@@ -193,6 +217,16 @@ impl Client {
     /// Exchanges every draft with the server until both sides hold the same content.
     pub async fn sync(&self) -> Result<SyncReport, ClientError> {
         sync::sync_once(&self.inner).await
+    }
+
+    /// Starts a live sync session: every draft is synced, then the device stays connected,
+    /// pushing local edits at once and applying the server's pushes as they come (reported to
+    /// `listener`). Returns once connected; needs a tokio runtime.
+    pub async fn start_live_sync(
+        &self,
+        listener: Arc<dyn SyncListener>,
+    ) -> Result<LiveSync, ClientError> {
+        sync::start_live(self.inner.clone(), listener).await
     }
 
     /// Test support: changes a draft with raw Automerge operations, bypassing the schema, to

@@ -144,145 +144,309 @@ struct Progress {
     pending: Option<Automerge>,
     sent_changes: bool,
     received_changes: bool,
+    refusals: u32,
 }
 
-pub(crate) async fn sync_once(inner: &Inner) -> Result<SyncReport, ClientError> {
-    let account = inner.store.account()?.ok_or(ClientError::NotRegistered)?;
-    match tokio::time::timeout(SYNC_TIMEOUT, run(inner, &account.token)).await {
-        Ok(r) => r,
-        Err(_) => Err(ClientError::Network("sync timed out".into())),
+/// Receives what a live sync session does.
+pub trait SyncListener: Send + Sync + 'static {
+    /// Changes from the server were applied to a draft and persisted.
+    fn draft_changed(&self, id: DocumentId);
+    /// The server refused a draft's changes; the draft was rewound and its valid content
+    /// replayed.
+    fn draft_rejected(&self, id: DocumentId, reason: String);
+    /// The session ended: `None` when the app stopped it, else why.
+    fn stopped(&self, error: Option<String>);
+}
+
+/// One session's state machine, shared by [`sync_once`] and live sync.
+struct Engine<'a> {
+    inner: &'a Inner,
+    session: Session,
+    docs: HashMap<DocumentId, Progress>,
+    /// Documents not yet known to be identical on both sides.
+    unsettled: HashSet<DocumentId>,
+    report: SyncReport,
+    listener: Option<&'a dyn SyncListener>,
+}
+
+impl<'a> Engine<'a> {
+    async fn start(inner: &'a Inner, token: &str) -> Result<Engine<'a>, ClientError> {
+        let remote = inner.api.documents(token).await?;
+        let me = inner.store.peer_id()?;
+        let session = Session::connect(inner, token, me).await?;
+        let mut engine = Engine {
+            inner,
+            session,
+            docs: HashMap::new(),
+            unsettled: HashSet::new(),
+            report: SyncReport::default(),
+            listener: None,
+        };
+        let local: HashSet<DocumentId> = inner
+            .store
+            .list_documents()?
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        for id in &local {
+            engine.announce(*id, false).await?;
+        }
+        for id in remote.iter().filter(|id| !local.contains(id)) {
+            engine.announce(*id, true).await?;
+        }
+        Ok(engine)
     }
-}
 
-async fn run(inner: &Inner, token: &str) -> Result<SyncReport, ClientError> {
-    let remote = inner.api.documents(token).await?;
-    let me = inner.store.peer_id()?;
-    let mut session = Session::connect(inner, token, me).await?;
-
-    let local: HashSet<DocumentId> = inner
-        .store
-        .list_documents()?
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
-    let mut all: Vec<DocumentId> = local.iter().copied().collect();
-    all.extend(remote.iter().filter(|id| !local.contains(id)));
-
-    let mut progress: HashMap<DocumentId, Progress> = HashMap::new();
-    let mut report = SyncReport::default();
-    for id in all {
-        let requested = !local.contains(&id);
-        let mut state = if requested {
-            sync::State::new()
-        } else {
-            inner
-                .store
-                .load_sync_state(&id, SERVER_PEER)?
-                .unwrap_or_default()
-        };
-        let first = if requested {
-            Automerge::new().generate_sync_message(&mut state)
-        } else {
-            inner
-                .drafts
-                .with_draft_opt(&inner.store, &id, |d| Ok(d.doc.generate_sync_message(&mut state)))?
-                .flatten()
-        };
-        if let Some(msg) = first {
-            session.send_doc(id, msg, requested).await?;
-            progress.insert(
-                id,
-                Progress {
+    /// Sends the server what it may be missing of `id` (or asks for it, if `requested`).
+    async fn announce(&mut self, id: DocumentId, requested: bool) -> Result<(), ClientError> {
+        let inner = self.inner;
+        let p = match self.docs.entry(id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let state = if requested {
+                    sync::State::new()
+                } else {
+                    inner.store.load_sync_state(&id, SERVER_PEER)?.unwrap_or_default()
+                };
+                e.insert(Progress {
                     state,
                     pending: requested.then(Automerge::new),
                     sent_changes: false,
                     received_changes: false,
-                },
-            );
+                    refusals: 0,
+                })
+            }
+        };
+        let msg = match p.pending.as_mut() {
+            Some(doc) => doc.generate_sync_message(&mut p.state),
+            None => inner
+                .drafts
+                .with_draft_opt(&inner.store, &id, |d| {
+                    Ok(d.doc.generate_sync_message(&mut p.state))
+                })?
+                .flatten(),
+        };
+        if let Some(msg) = msg {
+            p.sent_changes |= !msg.changes.is_empty();
+            let request = p.pending.is_some();
+            self.unsettled.insert(id);
+            self.session.send_doc(id, msg, request).await?;
         }
+        Ok(())
     }
 
-    while !progress.is_empty() {
-        match session.recv().await? {
+    async fn handle(&mut self, msg: WireMessage) -> Result<(), ClientError> {
+        match msg {
             WireMessage::Sync(d) => {
-                let Some(p) = progress.get_mut(&d.document_id) else {
-                    continue;
+                let Some(p) = self.docs.get_mut(&d.document_id) else {
+                    return Ok(());
                 };
                 let msg = sync::Message::decode(&d.data).map_err(|e| ClientError::Server {
                     status: 0,
                     message: format!("malformed sync message: {e}"),
                 })?;
-                let (reply, settled) = receive(inner, d.document_id, p, msg)?;
+                let had = p.received_changes;
+                let (reply, settled) = receive(self.inner, d.document_id, p, msg)?;
+                let changed = p.received_changes && !had;
                 if let Some(reply) = reply {
                     p.sent_changes |= !reply.changes.is_empty();
-                    session.send_doc(d.document_id, reply, false).await?;
+                    self.session.send_doc(d.document_id, reply, false).await?;
                 }
                 if settled {
-                    finish(inner, &d.document_id, &mut progress, &mut report)?;
+                    self.settle(&d.document_id)?;
+                }
+                if let (true, Some(l)) = (changed, self.listener) {
+                    l.draft_changed(d.document_id);
+                }
+                // In a live session every later change counts again.
+                if self.listener.is_some() {
+                    if let Some(p) = self.docs.get_mut(&d.document_id) {
+                        p.received_changes = false;
+                    }
                 }
             }
             WireMessage::DocUnavailable { document_id, .. } => {
                 // Not on the server yet (nothing to fetch), or not ours to read.
-                progress.remove(&document_id);
+                self.unsettled.remove(&document_id);
+                if self.docs.get(&document_id).is_some_and(|p| p.pending.is_some()) {
+                    self.docs.remove(&document_id);
+                }
             }
             WireMessage::Rejected {
                 document_id,
                 reason,
                 heads,
                 ..
-            } => {
-                let Some(p) = progress.get_mut(&document_id) else {
-                    continue;
-                };
-                tracing::warn!(doc = %document_id, %reason, "server refused a draft's changes");
-                report.rejected.push(Rejected {
-                    id: document_id,
-                    reason,
-                });
-                let next = inner
-                    .drafts
-                    .with_draft_opt(&inner.store, &document_id, |draft| {
-                        draft.doc = recover(&draft.doc, &heads)?;
-                        inner.store.replace_document(&document_id, &draft.doc)?;
-                        draft.saved_heads = draft.doc.get_heads();
-                        p.state = sync::State::new();
-                        inner
-                            .store
-                            .save_sync_state(&document_id, SERVER_PEER, &p.state)?;
-                        // Nothing valid to replay: the draft is now exactly the server's.
-                        if draft.doc.get_heads() == heads {
-                            return Ok(None);
-                        }
-                        Ok(draft.doc.generate_sync_message(&mut p.state))
-                    })?
-                    .flatten();
-                let refusals = report
-                    .rejected
-                    .iter()
-                    .filter(|r| r.id == document_id)
-                    .count();
-                match next {
-                    Some(msg) if refusals < 3 => session.send_doc(document_id, msg, false).await?,
-                    // Settled on the server's state, or refused again after rewinding: stop
-                    // here rather than loop.
-                    _ => {
-                        progress.remove(&document_id);
-                    }
-                }
-            }
+            } => self.rejected(document_id, reason, heads).await?,
             WireMessage::Error { message, .. } => {
                 return Err(ClientError::Server { status: 0, message })
             }
             _ => {}
         }
+        Ok(())
     }
-    let _ = session
-        .send(&WireMessage::Leave {
-            sender_id: session.me.clone(),
-        })
-        .await;
-    let _ = session.socket.close(None).await;
-    Ok(report)
+
+    async fn rejected(
+        &mut self,
+        id: DocumentId,
+        reason: String,
+        heads: Vec<ChangeHash>,
+    ) -> Result<(), ClientError> {
+        let inner = self.inner;
+        let Some(p) = self.docs.get_mut(&id) else {
+            return Ok(());
+        };
+        tracing::warn!(doc = %id, %reason, "server refused a draft's changes");
+        p.refusals += 1;
+        let next = inner
+            .drafts
+            .with_draft_opt(&inner.store, &id, |draft| {
+                draft.doc = recover(&draft.doc, &heads)?;
+                inner.store.replace_document(&id, &draft.doc)?;
+                draft.saved_heads = draft.doc.get_heads();
+                p.state = sync::State::new();
+                inner.store.save_sync_state(&id, SERVER_PEER, &p.state)?;
+                // Nothing valid to replay: the draft is now exactly the server's.
+                if draft.doc.get_heads() == heads {
+                    return Ok(None);
+                }
+                Ok(draft.doc.generate_sync_message(&mut p.state))
+            })?
+            .flatten();
+        let refusals = p.refusals;
+        if let Some(l) = self.listener {
+            l.draft_rejected(id, reason.clone());
+        }
+        self.report.rejected.push(Rejected { id, reason });
+        match next {
+            Some(msg) if refusals < 3 => self.session.send_doc(id, msg, false).await?,
+            // Settled on the server's state, or refused again after rewinding: stop here
+            // rather than loop.
+            _ => {
+                self.unsettled.remove(&id);
+            }
+        }
+        Ok(())
+    }
+
+    fn settle(&mut self, id: &DocumentId) -> Result<(), ClientError> {
+        self.unsettled.remove(id);
+        if let Some(p) = self.docs.get_mut(id) {
+            self.inner.store.save_sync_state(id, SERVER_PEER, &p.state)?;
+            self.report.documents_sent += u32::from(std::mem::take(&mut p.sent_changes));
+            self.report.documents_received += u32::from(p.received_changes);
+        }
+        Ok(())
+    }
+
+    async fn close(mut self) -> SyncReport {
+        let _ = self
+            .session
+            .send(&WireMessage::Leave {
+                sender_id: self.session.me.clone(),
+            })
+            .await;
+        let _ = self.session.socket.close(None).await;
+        self.report
+    }
+}
+
+pub(crate) async fn sync_once(inner: &Inner) -> Result<SyncReport, ClientError> {
+    let account = inner.store.account()?.ok_or(ClientError::NotRegistered)?;
+    let run = async {
+        let mut engine = Engine::start(inner, &account.token).await?;
+        while !engine.unsettled.is_empty() {
+            let msg = engine.session.recv().await?;
+            engine.handle(msg).await?;
+        }
+        Ok(engine.close().await)
+    };
+    match tokio::time::timeout(SYNC_TIMEOUT, run).await {
+        Ok(r) => r,
+        Err(_) => Err(ClientError::Network("sync timed out".into())),
+    }
+}
+
+/// A running live sync session; dropping it (or [`LiveSync::stop`]) ends it.
+pub struct LiveSync {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl LiveSync {
+    /// Ends the session and waits for it to close its connection.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for LiveSync {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Connects, syncs every draft, then stays connected: local edits are pushed at once and
+/// the server's pushes are applied as they come. Returns once the session is connected.
+pub(crate) async fn start_live(
+    inner: std::sync::Arc<Inner>,
+    listener: std::sync::Arc<dyn SyncListener>,
+) -> Result<LiveSync, ClientError> {
+    let account = inner.store.account()?.ok_or(ClientError::NotRegistered)?;
+    let (local_tx, mut local_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(), ClientError>>();
+    let task = tokio::spawn(async move {
+        let mut engine = match Engine::start(&inner, &account.token).await {
+            Ok(e) => e,
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+                return;
+            }
+        };
+        engine.listener = Some(listener.as_ref());
+        inner.set_live(Some(local_tx));
+        let _ = ready_tx.send(Ok(()));
+        let outcome: Result<(), ClientError> = loop {
+            tokio::select! {
+                _ = &mut stop_rx => break Ok(()),
+                Some(id) = local_rx.recv() => {
+                    if let Err(e) = engine.announce(id, false).await {
+                        break Err(e);
+                    }
+                }
+                msg = engine.session.recv() => {
+                    match msg {
+                        Ok(m) => if let Err(e) = engine.handle(m).await { break Err(e) },
+                        Err(e) => break Err(e),
+                    }
+                }
+            }
+        };
+        inner.set_live(None);
+        for id in engine.docs.keys().copied().collect::<Vec<_>>() {
+            if let Some(p) = engine.docs.get(&id) {
+                let _ = inner.store.save_sync_state(&id, SERVER_PEER, &p.state);
+            }
+        }
+        engine.close().await;
+        listener.stopped(outcome.err().map(|e| e.to_string()));
+    });
+    match ready_rx.await {
+        Ok(Ok(())) => Ok(LiveSync {
+            stop: Some(stop_tx),
+            task: Some(task),
+        }),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(ClientError::Internal("live sync failed to start".into())),
+    }
 }
 
 /// Applies one message from the server; returns the reply and whether the document is settled.
@@ -324,7 +488,11 @@ fn receive(
     Ok(result)
 }
 
-fn apply(doc: &mut Automerge, state: &mut sync::State, msg: sync::Message) -> Result<(), ClientError> {
+fn apply(
+    doc: &mut Automerge,
+    state: &mut sync::State,
+    msg: sync::Message,
+) -> Result<(), ClientError> {
     doc.receive_sync_message(state, msg)
         .map_err(|e| ClientError::Server {
             status: 0,
@@ -338,20 +506,6 @@ fn step(doc: &mut Automerge, state: &mut sync::State) -> (Option<sync::Message>,
     let settled = state.their_heads.as_deref() == Some(&doc.get_heads()[..])
         && reply.as_ref().map(|m| m.changes.is_empty()).unwrap_or(true);
     (reply, settled)
-}
-
-fn finish(
-    inner: &Inner,
-    id: &DocumentId,
-    progress: &mut HashMap<DocumentId, Progress>,
-    report: &mut SyncReport,
-) -> Result<(), ClientError> {
-    if let Some(p) = progress.remove(id) {
-        inner.store.save_sync_state(id, SERVER_PEER, &p.state)?;
-        report.documents_sent += u32::from(p.sent_changes);
-        report.documents_received += u32::from(p.received_changes);
-    }
-    Ok(())
 }
 
 /// Rewinds a refused draft to the server's heads and replays its still-valid content on top,

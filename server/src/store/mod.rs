@@ -94,6 +94,12 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// The server's storage.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Whether other server instances may write to this store concurrently. When they may,
+    /// a loaded document is caught up with the store before each sync message.
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     // ---- documents -------------------------------------------------------------------
     /// The document's metadata, if it exists.
     async fn document(&self, id: &DocumentId) -> StoreResult<Option<DocumentMeta>>;

@@ -144,6 +144,11 @@ fn retry_after(oldest: Option<i64>, window: i64, now: i64) -> i64 {
 
 #[async_trait]
 impl Store for SqliteStore {
+    /// The embedded store serves one server process; scale-out uses PostgreSQL.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
     async fn document(&self, id: &DocumentId) -> StoreResult<Option<DocumentMeta>> {
         let id = *id;
         self.call(move |conn| {

@@ -283,6 +283,9 @@ impl Hub {
 
     /// Reads chunks other instances appended since this one last looked.
     async fn catch_up(&self, id: &DocumentId, loaded: &mut Loaded) -> Result<(), HubError> {
+        if !self.store.is_shared() {
+            return Ok(());
+        }
         let chunks = self.store.chunks_after(id, loaded.last_seq).await?;
         if chunks.is_empty() {
             return Ok(());
