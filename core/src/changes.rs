@@ -59,13 +59,11 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Change>, ChunkError> {
     for chunk in split(bytes)? {
         match chunk[8] {
             CHUNK_DOCUMENT => {
-                let doc =
-                    Automerge::load(chunk).map_err(|e| ChunkError::Invalid(e.to_string()))?;
+                let doc = Automerge::load(chunk).map_err(|e| ChunkError::Invalid(e.to_string()))?;
                 changes.extend(doc.get_changes(&[]).into_iter().cloned());
             }
-            CHUNK_CHANGE | CHUNK_COMPRESSED_CHANGE => changes.push(
-                Change::try_from(chunk).map_err(|e| ChunkError::Invalid(e.to_string()))?,
-            ),
+            CHUNK_CHANGE | CHUNK_COMPRESSED_CHANGE => changes
+                .push(Change::try_from(chunk).map_err(|e| ChunkError::Invalid(e.to_string()))?),
             _ => return Err(ChunkError::Malformed("unknown chunk type")),
         }
     }

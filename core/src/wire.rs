@@ -151,7 +151,10 @@ impl WireMessage {
         let value: Value = ciborium::from_reader(frame).map_err(|_| WireError::NotCbor)?;
         let map = Fields::new(value).ok_or(WireError::NotAMessage)?;
         let kind = map.text("type").ok_or(WireError::NotAMessage)?.to_owned();
-        let f = FieldReader { map: &map, kind: &kind };
+        let f = FieldReader {
+            map: &map,
+            kind: &kind,
+        };
         let msg = match kind.as_str() {
             "join" => WireMessage::Join {
                 sender_id: f.text("senderId")?,
@@ -207,7 +210,12 @@ impl WireMessage {
                 put("senderId", text(sender_id));
                 put(
                     "supportedProtocolVersions",
-                    Value::Array(supported_protocol_versions.iter().map(|v| text(v)).collect()),
+                    Value::Array(
+                        supported_protocol_versions
+                            .iter()
+                            .map(|v| text(v))
+                            .collect(),
+                    ),
                 );
                 if let Some(meta) = peer_metadata {
                     put("peerMetadata", meta.to_value());
@@ -476,7 +484,10 @@ mod tests {
 
     #[test]
     fn garbage_gets_a_precise_error() {
-        assert_eq!(WireMessage::decode(&[0xff, 0x00, 0x13]), Err(WireError::NotCbor));
+        assert_eq!(
+            WireMessage::decode(&[0xff, 0x00, 0x13]),
+            Err(WireError::NotCbor)
+        );
         let mut num = Vec::new();
         ciborium::into_writer(&Value::Integer(5.into()), &mut num).unwrap();
         assert_eq!(WireMessage::decode(&num), Err(WireError::NotAMessage));
@@ -519,7 +530,10 @@ mod tests {
             (Value::Text("type".into()), Value::Text("sync".into())),
             (Value::Text("senderId".into()), Value::Text("a".into())),
             (Value::Text("targetId".into()), Value::Text("b".into())),
-            (Value::Text("documentId".into()), Value::Text(doc.to_string())),
+            (
+                Value::Text("documentId".into()),
+                Value::Text(doc.to_string()),
+            ),
             (
                 Value::Text("data".into()),
                 Value::Tag(64, Box::new(Value::Bytes(vec![1, 2]))),

@@ -25,6 +25,12 @@ struct Args {
     /// Lifetime of device tokens, in seconds (default 90 days).
     #[arg(long, env = "SOTONG_TOKEN_TTL_SECS")]
     token_ttl_secs: Option<u64>,
+    /// Most one-time codes one phone number may request per hour.
+    #[arg(long, env = "SOTONG_CODES_PER_PHONE_PER_HOUR")]
+    codes_per_phone_per_hour: Option<u32>,
+    /// Most one-time codes one client address may request per hour (SMS pumping guard).
+    #[arg(long, env = "SOTONG_CODES_PER_CLIENT_PER_HOUR")]
+    codes_per_client_per_hour: Option<u32>,
     /// Write the bound address (`127.0.0.1:PORT`) to this file once listening.
     #[arg(long)]
     port_file: Option<PathBuf>,
@@ -68,6 +74,12 @@ async fn run(args: Args) -> Result<(), MainError> {
     config.database_url = args.database_url;
     if let Some(secs) = args.token_ttl_secs {
         config.token_ttl = Duration::from_secs(secs);
+    }
+    if let Some(n) = args.codes_per_phone_per_hour {
+        config.codes_per_phone_per_hour = n;
+    }
+    if let Some(n) = args.codes_per_client_per_hour {
+        config.codes_per_client_per_hour = n;
     }
     config.pepper = load_pepper(&args.data_dir, config.database_url.is_some())?;
 

@@ -158,7 +158,11 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .expect("rebind the server port");
-        self.handle = Some(serve(listener, self.config()).await.expect("server restarts"));
+        self.handle = Some(
+            serve(listener, self.config())
+                .await
+                .expect("server restarts"),
+        );
     }
 
     fn handle(&self) -> &ServerHandle {
@@ -260,7 +264,10 @@ impl Phone {
 
     /// Registers this phone as (a device of) the citizen with `number`.
     pub async fn register(&self, server: &impl ServerLike, number: &str) {
-        self.client.request_code(number).await.expect("request code");
+        self.client
+            .request_code(number)
+            .await
+            .expect("request code");
         let code = server
             .store()
             .latest_dev_code(number)
@@ -327,8 +334,10 @@ impl RawPeer {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let mut req = server.ws_url().into_client_request().expect("request");
         if let Some(t) = token {
-            req.headers_mut()
-                .insert("authorization", format!("Bearer {t}").parse().expect("header"));
+            req.headers_mut().insert(
+                "authorization",
+                format!("Bearer {t}").parse().expect("header"),
+            );
         }
         match tokio_tungstenite::connect_async(req).await {
             Ok((socket, _)) => Ok(Self {
@@ -364,7 +373,9 @@ impl RawPeer {
     pub async fn send_bytes(&mut self, bytes: Vec<u8>) {
         use futures_util::SinkExt;
         self.socket
-            .send(tokio_tungstenite::tungstenite::Message::Binary(bytes.into()))
+            .send(tokio_tungstenite::tungstenite::Message::Binary(
+                bytes.into(),
+            ))
             .await
             .expect("send");
     }
@@ -388,7 +399,8 @@ impl RawPeer {
             match next {
                 Ok(tokio_tungstenite::tungstenite::Message::Binary(b)) => {
                     return Some(
-                        sotong_core::wire::WireMessage::decode(&b).expect("server sends valid frames"),
+                        sotong_core::wire::WireMessage::decode(&b)
+                            .expect("server sends valid frames"),
                     )
                 }
                 Ok(tokio_tungstenite::tungstenite::Message::Close(_)) | Err(_) => return None,

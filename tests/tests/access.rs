@@ -47,7 +47,10 @@ async fn another_citizen_cannot_fetch_or_learn_of_a_draft() {
         let for_real = peer.recv().await.unwrap();
         peer.send(&ask(sotong_core::DocumentId::random())).await;
         let for_unknown = peer.recv().await.unwrap();
-        assert!(matches!(for_real, WireMessage::DocUnavailable { .. }), "{for_real:?}");
+        assert!(
+            matches!(for_real, WireMessage::DocUnavailable { .. }),
+            "{for_real:?}"
+        );
         assert!(matches!(for_unknown, WireMessage::DocUnavailable { .. }));
 
         // A "sync" for it (as if they had it) gets an empty document's answer, like an unknown
@@ -85,7 +88,9 @@ async fn another_citizen_cannot_fetch_or_learn_of_a_draft() {
         let mut fake_server = Automerge::new();
         let mut fake_state = sync::State::new();
         let m1 = forged.generate_sync_message(&mut state).unwrap();
-        fake_server.receive_sync_message(&mut fake_state, m1).unwrap();
+        fake_server
+            .receive_sync_message(&mut fake_state, m1)
+            .unwrap();
         let m2 = fake_server.generate_sync_message(&mut fake_state).unwrap();
         forged.receive_sync_message(&mut state, m2).unwrap();
         let m3 = forged.generate_sync_message(&mut state).unwrap();
@@ -103,7 +108,10 @@ async fn another_citizen_cannot_fetch_or_learn_of_a_draft() {
             "{answer:?}"
         );
         owner.client.sync().await.unwrap();
-        assert_eq!(owner.client.read_proposal(&id).unwrap().title, "비공개 초안");
+        assert_eq!(
+            owner.client.read_proposal(&id).unwrap().title,
+            "비공개 초안"
+        );
         server.stop().await;
     }
 }
@@ -113,7 +121,10 @@ async fn forged_and_expired_tokens_are_refused() {
     let server = TestServer::start(Backend::Sqlite).await;
     // Forged: well-formed but unknown; and garbage.
     for token in ["A".repeat(43), "not a token".to_owned()] {
-        assert_eq!(RawPeer::connect(&server, Some(&token)).await.err(), Some(401));
+        assert_eq!(
+            RawPeer::connect(&server, Some(&token)).await.err(),
+            Some(401)
+        );
     }
     assert_eq!(RawPeer::connect(&server, None).await.err(), Some(401));
     let http = sotong_e2e::http();
@@ -127,10 +138,8 @@ async fn forged_and_expired_tokens_are_refused() {
     server.stop().await;
 
     // Expired: a server whose tokens live one second.
-    let server = TestServer::start_with(Backend::Sqlite, |c| {
-        c.token_ttl = Duration::from_secs(1)
-    })
-    .await;
+    let server =
+        TestServer::start_with(Backend::Sqlite, |c| c.token_ttl = Duration::from_secs(1)).await;
     let phone = Phone::new(&server);
     phone.register(&server, &new_phone_number()).await;
     phone.client.create_proposal("t", "b", "c").unwrap();

@@ -63,7 +63,9 @@ async fn an_invalid_change_is_refused_with_its_reason_and_not_stored() {
         // Nothing of the refused change is on the server.
         let on_server = stored_doc(&server, &id).await;
         assert!(on_server.get(ROOT, "extra").unwrap().is_none());
-        let title = sotong_core::schema::proposal::read(&on_server).unwrap().title;
+        let title = sotong_core::schema::proposal::read(&on_server)
+            .unwrap()
+            .title;
         assert_eq!(title, "title");
 
         // The phone recovered: rewound to the server, its valid edit replayed, and the pair
@@ -76,7 +78,9 @@ async fn an_invalid_change_is_refused_with_its_reason_and_not_stored() {
         let on_server = stored_doc(&server, &id).await;
         assert_ne!(on_server.get_heads(), before);
         assert_eq!(
-            sotong_core::schema::proposal::read(&on_server).unwrap().body,
+            sotong_core::schema::proposal::read(&on_server)
+                .unwrap()
+                .body,
             "body kept"
         );
         phone
@@ -133,7 +137,12 @@ async fn a_new_document_that_breaks_its_schema_is_never_created() {
         other => panic!("expected a rejection, got {other:?}"),
     }
     assert!(server.store().document(&id).await.unwrap().is_none());
-    assert!(server.store().chunks_after(&id, 0).await.unwrap().is_empty());
+    assert!(server
+        .store()
+        .chunks_after(&id, 0)
+        .await
+        .unwrap()
+        .is_empty());
     server.stop().await;
 }
 
@@ -150,7 +159,9 @@ async fn bad_input_gets_a_clear_error_and_the_server_keeps_serving() {
         sender_id: "x".into(),
     })
     .await;
-    assert!(matches!(peer.recv().await, Some(WireMessage::Error { message, .. }) if message.contains("join")));
+    assert!(
+        matches!(peer.recv().await, Some(WireMessage::Error { message, .. }) if message.contains("join"))
+    );
 
     let mut peer = RawPeer::join(&server, &token).await;
     let expect_error = |m: Option<WireMessage>, needle: &str| match m {
@@ -185,7 +196,9 @@ async fn bad_input_gets_a_clear_error_and_the_server_keeps_serving() {
         data: b"not automerge".to_vec(),
     }))
     .await;
-    assert!(matches!(peer.recv().await, Some(WireMessage::Rejected { reason, .. }) if reason.contains("not an automerge sync message")));
+    assert!(
+        matches!(peer.recv().await, Some(WireMessage::Rejected { reason, .. }) if reason.contains("not an automerge sync message"))
+    );
     // Changes that are not automerge chunks inside a well-formed message.
     let garbage_changes = sync::Message {
         heads: vec![],
@@ -202,14 +215,19 @@ async fn bad_input_gets_a_clear_error_and_the_server_keeps_serving() {
         data: garbage_changes.encode(),
     }))
     .await;
-    assert!(matches!(peer.recv().await, Some(WireMessage::Rejected { reason, .. }) if reason.contains("malformed automerge chunk")));
+    assert!(
+        matches!(peer.recv().await, Some(WireMessage::Rejected { reason, .. }) if reason.contains("malformed automerge chunk"))
+    );
     // An unknown document id asked for.
     let mut st = sync::State::new();
     peer.send(&WireMessage::Request(DocMessage {
         sender_id: peer.peer_id.clone(),
         target_id: "server".into(),
         document_id: DocumentId::random(),
-        data: Automerge::new().generate_sync_message(&mut st).unwrap().encode(),
+        data: Automerge::new()
+            .generate_sync_message(&mut st)
+            .unwrap()
+            .encode(),
     }))
     .await;
     assert!(matches!(
@@ -218,7 +236,10 @@ async fn bad_input_gets_a_clear_error_and_the_server_keeps_serving() {
     ));
 
     // The same connection and the server still serve a real phone.
-    let id = phone.client.create_proposal("still", "serving", "c").unwrap();
+    let id = phone
+        .client
+        .create_proposal("still", "serving", "c")
+        .unwrap();
     phone.client.sync().await.unwrap();
     assert!(server.store().document(&id).await.unwrap().is_some());
     let health = sotong_e2e::http()

@@ -84,7 +84,11 @@ impl Api {
     /// The WebSocket URL of the sync endpoint.
     pub(crate) fn sync_url(&self) -> Result<url::Url, ClientError> {
         let mut url = self.url("/v1/sync")?;
-        let scheme = if self.base.scheme() == "https" { "wss" } else { "ws" };
+        let scheme = if self.base.scheme() == "https" {
+            "wss"
+        } else {
+            "ws"
+        };
         url.set_scheme(scheme)
             .map_err(|_| ClientError::Internal("cannot build the sync url".into()))?;
         Ok(url)
@@ -131,8 +135,9 @@ impl Api {
         list.documents
             .iter()
             .map(|d| {
-                d.id.parse()
-                    .map_err(|_| ClientError::Internal("server sent a malformed document id".into()))
+                d.id.parse().map_err(|_| {
+                    ClientError::Internal("server sent a malformed document id".into())
+                })
             })
             .collect()
     }

@@ -14,8 +14,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use error::ClientError;
-pub use sync::{LiveSync, SyncListener};
 use store::{AccountRow, Store};
+pub use sync::{LiveSync, SyncListener};
 
 use crate::schema::proposal::{self, Proposal, ProposalEdit};
 use crate::DocumentId;
@@ -123,7 +123,12 @@ impl Client {
 
     /// The server this device talks to.
     pub fn server_url(&self) -> String {
-        self.inner.api.base().as_str().trim_end_matches('/').to_owned()
+        self.inner
+            .api
+            .base()
+            .as_str()
+            .trim_end_matches('/')
+            .to_owned()
     }
 
     /// Asks the server to send a one-time code to `phone` (E.164, e.g. "+821012345678").

@@ -107,7 +107,9 @@ impl Session {
                     })
                 }
                 Some(Ok(Message::Close(_))) | None => {
-                    return Err(ClientError::Network("the server closed the connection".into()))
+                    return Err(ClientError::Network(
+                        "the server closed the connection".into(),
+                    ))
                 }
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => return Err(ClientError::Network(e.to_string())),
@@ -206,7 +208,10 @@ impl<'a> Engine<'a> {
                 let state = if requested {
                     sync::State::new()
                 } else {
-                    inner.store.load_sync_state(&id, SERVER_PEER)?.unwrap_or_default()
+                    inner
+                        .store
+                        .load_sync_state(&id, SERVER_PEER)?
+                        .unwrap_or_default()
                 };
                 e.insert(Progress {
                     state,
@@ -268,7 +273,11 @@ impl<'a> Engine<'a> {
             WireMessage::DocUnavailable { document_id, .. } => {
                 // Not on the server yet (nothing to fetch), or not ours to read.
                 self.unsettled.remove(&document_id);
-                if self.docs.get(&document_id).is_some_and(|p| p.pending.is_some()) {
+                if self
+                    .docs
+                    .get(&document_id)
+                    .is_some_and(|p| p.pending.is_some())
+                {
                     self.docs.remove(&document_id);
                 }
             }
@@ -332,7 +341,9 @@ impl<'a> Engine<'a> {
     fn settle(&mut self, id: &DocumentId) -> Result<(), ClientError> {
         self.unsettled.remove(id);
         if let Some(p) = self.docs.get_mut(id) {
-            self.inner.store.save_sync_state(id, SERVER_PEER, &p.state)?;
+            self.inner
+                .store
+                .save_sync_state(id, SERVER_PEER, &p.state)?;
             self.report.documents_sent += u32::from(std::mem::take(&mut p.sent_changes));
             self.report.documents_received += u32::from(p.received_changes);
         }

@@ -120,7 +120,6 @@ pub fn read(doc: &Automerge) -> Result<Proposal, SchemaError> {
     })
 }
 
-
 /// Each field of a proposal that reads as its schema says; the others are `None`. For
 /// salvaging what is valid in a document that, as a whole, is not.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -135,11 +134,7 @@ pub struct ProposalFields {
 
 /// Reads every field that is valid, whatever the others hold.
 pub fn read_fields(doc: &Automerge) -> ProposalFields {
-    let text = |f| {
-        text_obj(doc, f)
-            .ok()
-            .and_then(|obj| doc.text(obj).ok())
-    };
+    let text = |f| text_obj(doc, f).ok().and_then(|obj| doc.text(obj).ok());
     ProposalFields {
         title: text(TextField::Title),
         body: text(TextField::Body),

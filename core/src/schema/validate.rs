@@ -200,9 +200,9 @@ fn check_text_op(field: &str, op: &Op) -> Result<(), Rejection> {
     match op.action.as_str() {
         "del" => Ok(()),
         "set" if op.str_value().is_some() => Ok(()),
-        "markBegin" | "markEnd" => {
-            reject(format!("field \"{field}\" is plain text: marks are not allowed"))
-        }
+        "markBegin" | "markEnd" => reject(format!(
+            "field \"{field}\" is plain text: marks are not allowed"
+        )),
         _ => reject(format!("field \"{field}\" may hold only characters")),
     }
 }
@@ -242,7 +242,10 @@ mod tests {
         check_changes(&doc, &new_changes(&doc, &edited)).unwrap();
     }
 
-    fn rejected(doc: &Automerge, f: impl FnOnce(&mut automerge::transaction::Transaction)) -> String {
+    fn rejected(
+        doc: &Automerge,
+        f: impl FnOnce(&mut automerge::transaction::Transaction),
+    ) -> String {
         let mut edited = doc.fork();
         let mut tx = edited.transaction();
         f(&mut tx);

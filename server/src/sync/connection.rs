@@ -39,13 +39,19 @@ pub async fn serve(socket: WebSocket, hub: Arc<Hub>, account: AccountId) {
             Ok(Message::Binary(b)) => b,
             Ok(Message::Close(_)) | Err(_) => break,
             Ok(Message::Text(_)) => {
-                send(&outbox, error(&hub, peer_id.as_deref(), "frames must be binary CBOR"));
+                send(
+                    &outbox,
+                    error(&hub, peer_id.as_deref(), "frames must be binary CBOR"),
+                );
                 continue;
             }
             Ok(_) => continue, // ping/pong are answered by axum
         };
         if bytes.len() > MAX_FRAME_BYTES {
-            let msg = format!("message of {} bytes exceeds the limit of {MAX_FRAME_BYTES} bytes", bytes.len());
+            let msg = format!(
+                "message of {} bytes exceeds the limit of {MAX_FRAME_BYTES} bytes",
+                bytes.len()
+            );
             send(&outbox, error(&hub, peer_id.as_deref(), &msg));
             continue;
         }
@@ -69,7 +75,10 @@ pub async fn serve(socket: WebSocket, hub: Arc<Hub>, account: AccountId) {
                     .iter()
                     .any(|v| v == PROTOCOL_VERSION)
                 {
-                    send(&outbox, error(&hub, Some(&sender_id), "unsupported protocol version"));
+                    send(
+                        &outbox,
+                        error(&hub, Some(&sender_id), "unsupported protocol version"),
+                    );
                     break;
                 }
                 send(
@@ -113,7 +122,14 @@ pub async fn serve(socket: WebSocket, hub: Arc<Hub>, account: AccountId) {
                     }
                     Err(e) => {
                         tracing::error!(doc = %d.document_id, error = %e, "sync failed");
-                        send(&outbox, error(&hub, Some(p), "the server could not process this document now; retry later"));
+                        send(
+                            &outbox,
+                            error(
+                                &hub,
+                                Some(p),
+                                "the server could not process this document now; retry later",
+                            ),
+                        );
                     }
                 }
             }
@@ -123,7 +139,10 @@ pub async fn serve(socket: WebSocket, hub: Arc<Hub>, account: AccountId) {
                 tracing::info!(%message, "peer reported an error");
             }
             (_, Some(p)) => {
-                send(&outbox, error(&hub, Some(p), "unexpected message type from a client"));
+                send(
+                    &outbox,
+                    error(&hub, Some(p), "unexpected message type from a client"),
+                );
             }
         }
     }

@@ -1,0 +1,1219 @@
+//! `sotong-bench`: end-to-end performance figures for Sotong on loopback, with the real server
+//! binary (SQLite store) as a separate process and phones that are real `sotong_core` clients,
+//! each over its own SQLite file.
+//!
+//! ```sh
+//! cargo build --release -p sotong-server && cargo run --release -p sotong-bench -- [--quick]
+//! ```
+//!
+//! Phases (each server-side phase starts its own fresh server process):
+//! 1. phone edit+persist latency (`Client::edit_proposal`, 1-char splice) on 5k / 200k drafts;
+//! 2. server sync throughput: many citizens upload their drafts concurrently, then a second
+//!    device of each downloads them;
+//! 3. server CPU per accepted remote edit (from `/proc/<pid>/stat`), edit + one-shot sync and
+//!    through live sync;
+//! 4. live-sync relay: latency from `edit_proposal` on device A to `draft_changed` on device B,
+//!    sequential and as a burst;
+//! 5. memory per open document: server RSS growth while a live session holds K documents, and
+//!    the phone's RSS growth per loaded draft (measured in a fresh child process).
+//!
+//! Prints a table and writes `target/bench-report.json`. No figure is asserted.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+use sotong_core::client::{Client, SyncListener, SyncReport};
+use sotong_core::schema::proposal::{ProposalEdit, TextField};
+use sotong_core::DocumentId;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+/// Flag the bench passes to the server so that hundreds of codes can be requested from
+/// 127.0.0.1 (the default allows 20 per client address per hour).
+const CODES_FLAG: &str = "--codes-per-client-per-hour";
+/// A server URL nothing listens on, for phones that never sync.
+const OFFLINE_URL: &str = "http://127.0.0.1:9";
+const SMALL: usize = 5_000;
+const LARGE: usize = 200_000;
+/// Longest wait for any single expected event (a code in the log, a relayed edit).
+const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How much work each phase does.
+struct Plan {
+    quick: bool,
+    /// Phase 1: timed edits per draft size.
+    local_edits: usize,
+    /// Phase 2: citizens, drafts each, characters per draft.
+    citizens: usize,
+    drafts_each: usize,
+    draft_chars: usize,
+    /// Phase 3: edits each followed by a one-shot `sync()`.
+    oneshot_edits: usize,
+    /// Phases 3/4: edits through live sync (sequential run and burst run each).
+    live_edits: usize,
+    /// Phase 5: 5k-char documents held open on the server.
+    mem_docs: usize,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Plan {
+                quick,
+                local_edits: 200,
+                citizens: 20,
+                drafts_each: 5,
+                draft_chars: SMALL,
+                oneshot_edits: 200,
+                live_edits: 300,
+                mem_docs: 50,
+            }
+        } else {
+            Plan {
+                quick,
+                local_edits: 1_000,
+                citizens: 100,
+                drafts_each: 5,
+                draft_chars: SMALL,
+                oneshot_edits: 1_000,
+                live_edits: 1_000,
+                mem_docs: 200,
+            }
+        }
+    }
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--phone-mem-child") {
+        let dir = args
+            .get(1)
+            .ok_or_else(|| anyhow!("--phone-mem-child <dir>"))?;
+        return phone_mem_child(Path::new(dir));
+    }
+    let mut quick = false;
+    for a in &args {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "-h" | "--help" => {
+                println!("usage: sotong-bench [--quick]\n\nNeeds target/release/sotong-server (cargo build --release -p sotong-server) or SOTONG_SERVER_BIN.\nWrites target/bench-report.json.");
+                return Ok(());
+            }
+            other => bail!("unknown argument {other:?} (usage: sotong-bench [--quick])"),
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    rt.block_on(run(Plan::new(quick)))
+}
+
+async fn run(plan: Plan) -> Result<()> {
+    let started = Instant::now();
+    let exe = std::env::current_exe().context("locate the bench binary")?;
+    let target_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow!("cannot derive the target directory from {}", exe.display()))?
+        .to_owned();
+    let server_bin = match std::env::var_os("SOTONG_SERVER_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => exe.with_file_name("sotong-server"),
+    };
+    if !server_bin.exists() {
+        bail!(
+            "{} not found: build it first with `cargo build --release -p sotong-server` (or set SOTONG_SERVER_BIN)",
+            server_bin.display()
+        );
+    }
+    check_server_flag(&server_bin)?;
+    let root = tempfile::Builder::new()
+        .prefix("sotong-bench-")
+        .tempdir()
+        .context("temp dir")?;
+    let tick = clock_ticks();
+    let machine = machine(&tick);
+    eprintln!(
+        "sotong-bench{}: {} ; server {}",
+        if plan.quick { " --quick" } else { "" },
+        machine["summary"].as_str().unwrap_or(""),
+        server_bin.display()
+    );
+
+    let mut report = json!({
+        "quick": plan.quick,
+        "machine": machine,
+        "server_binary": server_bin.display().to_string(),
+        "notes": [
+            "loopback; server = separate process (release build, SQLite store); phones = real sotong_core clients in the bench process, each with its own SQLite file",
+            "bench process and server share the same cores; client-side work competes with the server for CPU",
+            "server CPU = utime+stime of the server process from /proc/<pid>/stat, in clock ticks converted to ms",
+        ],
+    });
+
+    eprintln!("[1/5] phone edit+persist latency ...");
+    report["phone_edit"] = phase_local_edits(&plan, root.path())?;
+    eprintln!(
+        "[2/5] server sync throughput ({} citizens x {} drafts) ...",
+        plan.citizens, plan.drafts_each
+    );
+    report["sync_throughput"] = phase_throughput(&plan, &server_bin, root.path(), tick.hz).await?;
+    eprintln!("[3-4/5] server CPU per remote edit, live relay ...");
+    report["remote_edits"] = phase_remote_edits(&plan, &server_bin, root.path(), tick.hz).await?;
+    eprintln!("[5/5] memory per open document ...");
+    report["memory"] = phase_memory(&plan, &server_bin, root.path(), &exe).await?;
+    report["runtime_s"] = json!(round(started.elapsed().as_secs_f64(), 1));
+
+    let path = target_dir.join("bench-report.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("write {}", path.display()))?;
+    print_table(&report);
+    println!("\nJSON: {}", path.display());
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phase 1: edit+persist latency on the phone
+
+fn phase_local_edits(plan: &Plan, root: &Path) -> Result<Value> {
+    let mut out = serde_json::Map::new();
+    for chars in [SMALL, LARGE] {
+        let client = Client::open(&root.join(format!("local-{chars}")), OFFLINE_URL)?;
+        let id = client.create_proposal("버스 노선 개편 제안", &text(chars, 1), "transport")?;
+        let mut rng = Lcg(7);
+        let mut len = chars;
+        // Warm-up: first edits pay for statement preparation and page-cache misses.
+        for i in 0..20 {
+            client.edit_proposal(&id, splice(rng.next(len + 1), i))?;
+            len += 1;
+        }
+        let mut times = Vec::with_capacity(plan.local_edits);
+        for i in 0..plan.local_edits {
+            let edit = splice(rng.next(len + 1), i);
+            let t = Instant::now();
+            client.edit_proposal(&id, edit)?;
+            times.push(ms(t));
+            len += 1;
+        }
+        out.insert(key(chars), stats(times));
+    }
+    Ok(Value::Object(out))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phase 2: sync throughput
+
+async fn phase_throughput(plan: &Plan, bin: &Path, root: &Path, hz: f64) -> Result<Value> {
+    let server = Server::spawn(bin, &root.join("srv-throughput"))?;
+    let phones: Vec<String> = (0..plan.citizens).map(|_| new_phone()).collect();
+    let dir = root.join("throughput");
+
+    let t = Instant::now();
+    let uploaders = register_many(&server, &dir, &phones, "a").await?;
+    let register_s = t.elapsed().as_secs_f64();
+    let mut seed = 1000;
+    for (i, c) in uploaders.iter().enumerate() {
+        for d in 0..plan.drafts_each {
+            seed += 1;
+            c.create_proposal(
+                &format!("제안 {i}-{d}"),
+                &text(plan.draft_chars, seed),
+                "transport",
+            )?;
+        }
+    }
+    let total_docs = plan.citizens * plan.drafts_each;
+    let up = sync_round(&server, &uploaders).await?;
+    let sent: u64 = up.reports.iter().map(|r| u64::from(r.documents_sent)).sum();
+    let rejected_up: usize = up.reports.iter().map(|r| r.rejected.len()).sum();
+    drop(uploaders);
+
+    let downloaders = register_many(&server, &dir, &phones, "b").await?;
+    let down = sync_round(&server, &downloaders).await?;
+    let received: u64 = down
+        .reports
+        .iter()
+        .map(|r| u64::from(r.documents_received))
+        .sum();
+    let mut held = 0usize;
+    for c in &downloaders {
+        held += c.list_proposals()?.len();
+    }
+    drop(downloaders);
+    let log_errors = server.log_lines_containing(&["ERROR", "WARN"])?;
+    drop(server);
+
+    let round_json = |r: &Round, docs_done: u64| {
+        let cpu_ms = r.server_ticks as f64 * 1000.0 / hz;
+        json!({
+            "documents": total_docs,
+            "documents_done": docs_done,
+            "wall_s": round(r.wall_s, 3),
+            "docs_per_s": round(total_docs as f64 / r.wall_s, 1),
+            "per_phone_sync_ms": stats(r.per_sync_ms.clone()),
+            "server_cpu_ms": round(cpu_ms, 0),
+            "server_cpu_ms_per_doc": round(cpu_ms / total_docs as f64, 3),
+            "bench_process_cpu_ms": round(r.self_ticks as f64 * 1000.0 / hz, 0),
+        })
+    };
+    Ok(json!({
+        "citizens": plan.citizens,
+        "drafts_each": plan.drafts_each,
+        "draft_chars": plan.draft_chars,
+        "registration_s": round(register_s, 2),
+        "upload": round_json(&up, sent),
+        "upload_rejected": rejected_up,
+        "download": round_json(&down, received),
+        "download_docs_held": held,
+        "server_log_warnings_errors": log_errors,
+    }))
+}
+
+struct Round {
+    wall_s: f64,
+    per_sync_ms: Vec<f64>,
+    server_ticks: u64,
+    self_ticks: u64,
+    reports: Vec<SyncReport>,
+}
+
+/// Every client calls `sync()` at the same time; wall time until the last one returns.
+async fn sync_round(server: &Server, clients: &[Client]) -> Result<Round> {
+    let cpu0 = server.cpu_ticks()?;
+    let self0 = proc_cpu_ticks("self")?;
+    let t0 = Instant::now();
+    let mut set = JoinSet::new();
+    for c in clients {
+        let c = c.clone();
+        set.spawn(async move {
+            let t = Instant::now();
+            let r = c.sync().await;
+            (r, ms(t))
+        });
+    }
+    let mut reports = Vec::with_capacity(clients.len());
+    let mut per_sync_ms = Vec::with_capacity(clients.len());
+    while let Some(joined) = set.join_next().await {
+        let (r, took) = joined.context("sync task")?;
+        reports.push(r.context("sync")?);
+        per_sync_ms.push(took);
+    }
+    let wall_s = t0.elapsed().as_secs_f64();
+    Ok(Round {
+        wall_s,
+        per_sync_ms,
+        server_ticks: server.cpu_ticks()?.saturating_sub(cpu0),
+        self_ticks: proc_cpu_ticks("self")?.saturating_sub(self0),
+        reports,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phases 3 and 4: remote edits (server CPU, relay latency and throughput)
+
+async fn phase_remote_edits(plan: &Plan, bin: &Path, root: &Path, hz: f64) -> Result<Value> {
+    let server = Server::spawn(bin, &root.join("srv-edits"))?;
+    let mut out = serde_json::Map::new();
+    for chars in [SMALL, LARGE] {
+        eprintln!("      {chars} chars ...");
+        let phone = new_phone();
+        let dir = root.join(format!("remote-{chars}"));
+        let a = register(&server, &dir.join("a"), &phone, "device A").await?;
+        let b = register(&server, &dir.join("b"), &phone, "device B").await?;
+        let id = a.create_proposal("교통 제안", &text(chars, 11), "transport")?;
+        a.sync().await.context("initial upload")?;
+        let got = b.sync().await.context("initial download")?;
+        if got.documents_received != 1 {
+            bail!("device B did not receive the draft ({got:?})");
+        }
+        let mut ed = Editor {
+            rng: Lcg(99),
+            len: chars,
+            i: 0,
+        };
+
+        // (3a) each edit followed by a one-shot sync (connect, exchange, close).
+        let n = plan.oneshot_edits;
+        let cpu0 = server.cpu_ticks()?;
+        let t0 = Instant::now();
+        let mut per = Vec::with_capacity(n);
+        let mut not_sent = 0;
+        for _ in 0..n {
+            let t = Instant::now();
+            a.edit_proposal(&id, ed.next())?;
+            let r = a.sync().await.context("edit + sync")?;
+            per.push(ms(t));
+            if !r.rejected.is_empty() {
+                bail!("the server refused an edit: {:?}", r.rejected);
+            }
+            if r.documents_sent != 1 {
+                not_sent += 1;
+            }
+        }
+        let wall = t0.elapsed().as_secs_f64();
+        settle().await;
+        let oneshot = cpu_json(server.cpu_ticks()? - cpu0, hz, n, wall);
+        let mut oneshot = oneshot;
+        oneshot["edit_plus_sync_ms"] = stats(per);
+        oneshot["syncs_that_sent_nothing"] = json!(not_sent);
+        b.sync().await.context("device B catches up")?;
+
+        // (3b/4) live sync on both devices.
+        let (tx_a, mut rx_a) = mpsc::unbounded_channel();
+        let (tx_b, mut rx_b) = mpsc::unbounded_channel();
+        let live_a = a
+            .start_live_sync(Arc::new(Probe { tx: tx_a }))
+            .await
+            .context("live sync A")?;
+        let live_b = b
+            .start_live_sync(Arc::new(Probe { tx: tx_b }))
+            .await
+            .context("live sync B")?;
+        settle().await;
+        drain(&mut rx_b)?;
+
+        // Sequential: one edit in flight; latency = edit_proposal call on A -> draft_changed on B.
+        let n = plan.live_edits;
+        let mut latency = Vec::with_capacity(n);
+        let mut extra_notifications = 0;
+        let cpu0 = server.cpu_ticks()?;
+        let t0 = Instant::now();
+        for _ in 0..n {
+            extra_notifications += drain(&mut rx_b)?;
+            let edit = ed.next();
+            let t = Instant::now();
+            a.edit_proposal(&id, edit)?;
+            let at = wait_changed(&mut rx_b, id).await?;
+            latency.push(at.saturating_duration_since(t).as_secs_f64() * 1e3);
+        }
+        let wall = t0.elapsed().as_secs_f64();
+        settle().await;
+        let mut sequential = cpu_json(server.cpu_ticks()? - cpu0, hz, n, wall);
+        sequential["relay_latency_ms"] = stats(latency);
+        sequential["extra_notifications"] = json!(extra_notifications);
+
+        // Burst: A edits as fast as edit_proposal returns; done when B holds A's final text.
+        extra_notifications = drain(&mut rx_b)?;
+        let cpu0 = server.cpu_ticks()?;
+        let t0 = Instant::now();
+        let mut expected = String::new();
+        for k in 0..n {
+            let p = a.edit_proposal(&id, ed.next())?;
+            if k + 1 == n {
+                expected = p.body;
+            }
+        }
+        let edits_done = t0.elapsed().as_secs_f64();
+        let (last, notifications) = wait_content(&mut rx_b, &b, id, &expected, n).await?;
+        let wall = last.saturating_duration_since(t0).as_secs_f64();
+        settle().await;
+        let mut burst = cpu_json(server.cpu_ticks()? - cpu0, hz, n, wall);
+        burst["edits_issued_s"] = json!(round(edits_done, 3));
+        burst["notifications_on_b"] = json!(notifications);
+        burst["extra_notifications_before"] = json!(extra_notifications);
+
+        live_a.stop().await;
+        live_b.stop().await;
+        let a_events = drain_events(&mut rx_a);
+        let b_events = drain_events(&mut rx_b);
+        let problems: Vec<String> = a_events
+            .iter()
+            .chain(b_events.iter())
+            .filter_map(|e| match e {
+                Event::Rejected(id, r) => Some(format!("{id} rejected: {r}")),
+                Event::Stopped(Some(e)) => Some(format!("stopped: {e}")),
+                _ => None,
+            })
+            .collect();
+        if !problems.is_empty() {
+            bail!("live sync reported problems: {problems:?}");
+        }
+        out.insert(
+            key(chars),
+            json!({ "oneshot_sync": oneshot, "live_sequential": sequential, "live_burst": burst }),
+        );
+        drop(a);
+        drop(b);
+    }
+    out.insert(
+        "server_log_warnings_errors".into(),
+        json!(server.log_lines_containing(&["ERROR", "WARN"])?),
+    );
+    Ok(Value::Object(out))
+}
+
+fn cpu_json(ticks: u64, hz: f64, edits: usize, wall_s: f64) -> Value {
+    let cpu_ms = ticks as f64 * 1000.0 / hz;
+    json!({
+        "edits": edits,
+        "wall_s": round(wall_s, 3),
+        "edits_per_s": round(edits as f64 / wall_s, 1),
+        "server_cpu_ms": round(cpu_ms, 0),
+        "server_cpu_ms_per_edit": round(cpu_ms / edits as f64, 4),
+    })
+}
+
+/// Makes 1-character splices at pseudo-random positions of the body.
+struct Editor {
+    rng: Lcg,
+    len: usize,
+    i: usize,
+}
+
+impl Editor {
+    fn next(&mut self) -> ProposalEdit {
+        let e = splice(self.rng.next(self.len + 1), self.i);
+        self.len += 1;
+        self.i += 1;
+        e
+    }
+}
+
+#[derive(Debug)]
+enum Event {
+    Changed(DocumentId, Instant),
+    Rejected(DocumentId, String),
+    Stopped(Option<String>),
+}
+
+struct Probe {
+    tx: mpsc::UnboundedSender<Event>,
+}
+
+impl SyncListener for Probe {
+    fn draft_changed(&self, id: DocumentId) {
+        let _ = self.tx.send(Event::Changed(id, Instant::now()));
+    }
+    fn draft_rejected(&self, id: DocumentId, reason: String) {
+        let _ = self.tx.send(Event::Rejected(id, reason));
+    }
+    fn stopped(&self, error: Option<String>) {
+        let _ = self.tx.send(Event::Stopped(error));
+    }
+}
+
+/// Discards pending change notifications; returns how many. A rejection or an ended session
+/// is an error.
+fn drain(rx: &mut mpsc::UnboundedReceiver<Event>) -> Result<usize> {
+    let mut n = 0;
+    while let Ok(e) = rx.try_recv() {
+        match e {
+            Event::Changed(..) => n += 1,
+            other => bail!("live sync: {other:?}"),
+        }
+    }
+    Ok(n)
+}
+
+fn drain_events(rx: &mut mpsc::UnboundedReceiver<Event>) -> Vec<Event> {
+    let mut v = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        v.push(e);
+    }
+    v
+}
+
+async fn next_event(
+    rx: &mut mpsc::UnboundedReceiver<Event>,
+    wait: Duration,
+) -> Result<Option<Event>> {
+    match tokio::time::timeout(wait, rx.recv()).await {
+        Ok(Some(e)) => Ok(Some(e)),
+        Ok(None) => bail!("live sync listener dropped"),
+        Err(_) => Ok(None),
+    }
+}
+
+/// When the next change notification for `id` arrived.
+async fn wait_changed(rx: &mut mpsc::UnboundedReceiver<Event>, id: DocumentId) -> Result<Instant> {
+    loop {
+        match next_event(rx, EVENT_TIMEOUT).await? {
+            Some(Event::Changed(got, at)) if got == id => return Ok(at),
+            Some(Event::Changed(..)) => continue,
+            Some(other) => bail!("live sync: {other:?}"),
+            None => bail!("no change reached device B within {EVENT_TIMEOUT:?}"),
+        }
+    }
+}
+
+/// Waits until device B's body equals `expected`; returns when the last notification before
+/// that arrived and how many notifications came. The body is compared only once `edits`
+/// notifications arrived or none came for 300 ms, so the check does not slow device B down.
+async fn wait_content(
+    rx: &mut mpsc::UnboundedReceiver<Event>,
+    b: &Client,
+    id: DocumentId,
+    expected: &str,
+    edits: usize,
+) -> Result<(Instant, usize)> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = Instant::now();
+    let mut seen = 0usize;
+    loop {
+        if Instant::now() > deadline {
+            bail!(
+                "device B did not get the burst's final text within 120 s ({seen} notifications)"
+            );
+        }
+        let check = match next_event(rx, Duration::from_millis(300)).await? {
+            Some(Event::Changed(got, at)) if got == id => {
+                seen += 1;
+                last = at;
+                seen >= edits
+            }
+            Some(Event::Changed(..)) => false,
+            Some(other) => bail!("live sync: {other:?}"),
+            None => true,
+        };
+        if check && b.read_proposal(&id)?.body == expected {
+            return Ok((last, seen));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phase 5: memory per open document
+
+async fn phase_memory(plan: &Plan, bin: &Path, root: &Path, exe: &Path) -> Result<Value> {
+    let k = plan.mem_docs;
+    let small = server_memory(bin, &root.join("mem-5k"), SMALL, k).await?;
+    let large = server_memory(bin, &root.join("mem-200k"), LARGE, 1).await?;
+
+    // The phone: a fresh child process opens a data directory and loads every draft.
+    let phone_small = phone_memory(exe, &root.join("phone-mem-5k"), SMALL, k)?;
+    let phone_large = phone_memory(exe, &root.join("phone-mem-200k"), LARGE, 1)?;
+    Ok(json!({
+        "server": { key(SMALL): small, key(LARGE): large },
+        "phone": { key(SMALL): phone_small, key(LARGE): phone_large },
+    }))
+}
+
+/// A fresh server; device A uploads `count` drafts, device B holds them open in a live
+/// session; server RSS growth divided by `count`.
+async fn server_memory(bin: &Path, dir: &Path, chars: usize, count: usize) -> Result<Value> {
+    let server = Server::spawn(bin, &dir.join("srv"))?;
+    let phone = new_phone();
+    let a = register(&server, &dir.join("a"), &phone, "device A").await?;
+    let b = register(&server, &dir.join("b"), &phone, "device B").await?;
+    for i in 0..count {
+        a.create_proposal(
+            &format!("제안 {i}"),
+            &text(chars, 5000 + i as u64),
+            "transport",
+        )?;
+    }
+    settle().await;
+    let rss0 = server.rss_kb()?;
+    let up = a.sync().await.context("upload")?;
+    settle().await;
+    let rss_uploaded = server.rss_kb()?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let live = b
+        .start_live_sync(Arc::new(Probe { tx }))
+        .await
+        .context("live sync B")?;
+    let mut got = HashSet::new();
+    while got.len() < count {
+        match next_event(&mut rx, EVENT_TIMEOUT).await? {
+            Some(Event::Changed(id, _)) => {
+                got.insert(id);
+            }
+            Some(other) => bail!("live sync: {other:?}"),
+            None => bail!("device B received {} of {count} drafts", got.len()),
+        }
+    }
+    settle().await;
+    let rss1 = server.rss_kb()?;
+    live.stop().await;
+    let per_kb = rss1.saturating_sub(rss0) as f64 / count as f64;
+    Ok(json!({
+        "documents": count,
+        "chars": chars,
+        "uploaded": up.documents_sent,
+        "rss_before_kb": rss0,
+        "rss_after_upload_kb": rss_uploaded,
+        "rss_open_in_live_session_kb": rss1,
+        "rss_growth_per_doc_kb": round(per_kb, 0),
+    }))
+}
+
+/// Creates `count` drafts offline in `dir`, then a child process measures its RSS growth when
+/// it loads them all.
+fn phone_memory(exe: &Path, dir: &Path, chars: usize, count: usize) -> Result<Value> {
+    {
+        let c = Client::open(dir, OFFLINE_URL)?;
+        for i in 0..count {
+            c.create_proposal(
+                &format!("제안 {i}"),
+                &text(chars, 7000 + i as u64),
+                "transport",
+            )?;
+        }
+    }
+    let out = Command::new(exe)
+        .arg("--phone-mem-child")
+        .arg(dir)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("run the phone memory child")?;
+    if !out.status.success() {
+        bail!("phone memory child failed: {}", out.status);
+    }
+    let mut v: Value = serde_json::from_slice(&out.stdout).context("phone memory child output")?;
+    let before = v["rss_before_kb"].as_u64().unwrap_or(0);
+    let after = v["rss_after_kb"].as_u64().unwrap_or(0);
+    let n = v["drafts"].as_u64().unwrap_or(0).max(1);
+    v["chars"] = json!(chars);
+    v["rss_growth_per_draft_kb"] = json!(round(after.saturating_sub(before) as f64 / n as f64, 0));
+    Ok(v)
+}
+
+fn phone_mem_child(dir: &Path) -> Result<()> {
+    let client = Client::open(dir, OFFLINE_URL)?;
+    let before = proc_rss_kb("self")?;
+    let drafts = client.list_proposals()?.len(); // loads (and keeps loaded) every draft
+    let after = proc_rss_kb("self")?;
+    println!(
+        "{}",
+        json!({ "drafts": drafts, "rss_before_kb": before, "rss_after_kb": after })
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server process
+
+struct Server {
+    child: Child,
+    pid: u32,
+    url: String,
+    log: PathBuf,
+    codes: Arc<CodeLog>,
+}
+
+impl Server {
+    /// Starts the server binary on a free loopback port with its data in `dir`.
+    fn spawn(bin: &Path, dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let log = dir.join("server.log");
+        let port_file = dir.join("addr");
+        let out = std::fs::File::create(&log)?;
+        let err = out.try_clone()?;
+        let child = Command::new(bin)
+            .arg("--bind")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--port-file")
+            .arg(&port_file)
+            .arg(CODES_FLAG)
+            .arg("1000000")
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("start {}", bin.display()))?;
+        let pid = child.id();
+        let mut server = Server {
+            child,
+            pid,
+            url: String::new(),
+            codes: Arc::new(CodeLog::new(log.clone())),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(addr) = std::fs::read_to_string(&port_file) {
+                let addr = addr.trim();
+                if !addr.is_empty() {
+                    server.url = format!("http://{addr}");
+                    return Ok(server);
+                }
+            }
+            if let Some(status) = server.child.try_wait()? {
+                bail!(
+                    "the server exited ({status}) at start:\n{}",
+                    server.log_tail()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the server did not write its port file within 30 s:\n{}",
+                    server.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn cpu_ticks(&self) -> Result<u64> {
+        proc_cpu_ticks(&self.pid.to_string())
+    }
+
+    fn rss_kb(&self) -> Result<u64> {
+        proc_rss_kb(&self.pid.to_string())
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Number of log lines holding any of `needles`.
+    fn log_lines_containing(&self, needles: &[&str]) -> Result<usize> {
+        let text = std::fs::read_to_string(&self.log)?;
+        Ok(text
+            .lines()
+            .filter(|l| needles.iter().any(|n| l.contains(n)))
+            .count())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Fails early, with what to do, if the server binary lacks the flag the bench needs.
+fn check_server_flag(bin: &Path) -> Result<()> {
+    let out = Command::new(bin)
+        .arg("--help")
+        .output()
+        .context("sotong-server --help")?;
+    let help = String::from_utf8_lossy(&out.stdout);
+    if !help.contains(CODES_FLAG) {
+        bail!(
+            "{} has no {CODES_FLAG} flag; the bench registers hundreds of devices from 127.0.0.1 \
+             and the default allows 20 codes per client address per hour",
+            bin.display()
+        );
+    }
+    Ok(())
+}
+
+/// One-time codes the development notifier writes to the server log
+/// (`one-time code for ***1234: 123456`), by masked number, in order.
+struct CodeLog {
+    path: PathBuf,
+    scan: Mutex<CodeScan>,
+}
+
+#[derive(Default)]
+struct CodeScan {
+    offset: u64,
+    partial: Vec<u8>,
+    codes: HashMap<String, Vec<String>>,
+}
+
+impl CodeLog {
+    fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            scan: Mutex::new(CodeScan::default()),
+        }
+    }
+
+    /// Reads what the log gained and returns the codes seen so far for `mask`.
+    fn codes_for(&self, mask: &str) -> Result<Vec<String>> {
+        let mut s = self
+            .scan
+            .lock()
+            .map_err(|_| anyhow!("code log lock poisoned"))?;
+        let mut f = std::fs::File::open(&self.path)?;
+        f.seek(SeekFrom::Start(s.offset))?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf)?;
+        s.offset += buf.len() as u64;
+        s.partial.extend_from_slice(&buf);
+        while let Some(nl) = s.partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = s.partial.drain(..=nl).collect();
+            if let Some((m, code)) = parse_code_line(&String::from_utf8_lossy(&line)) {
+                s.codes.entry(m).or_default().push(code);
+            }
+        }
+        Ok(s.codes.get(mask).cloned().unwrap_or_default())
+    }
+
+    /// The `nth` code (0-based) sent to `mask`, waiting for it to be logged.
+    async fn wait(&self, mask: &str, nth: usize) -> Result<String> {
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        loop {
+            if let Some(c) = self.codes_for(mask)?.get(nth) {
+                return Ok(c.clone());
+            }
+            if Instant::now() > deadline {
+                bail!("no one-time code for {mask} in {}", self.path.display());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+fn parse_code_line(line: &str) -> Option<(String, String)> {
+    const MARK: &str = "one-time code for ";
+    let rest = &line[line.find(MARK)? + MARK.len()..];
+    let colon = rest.find(": ")?;
+    let mask: String = rest[..colon]
+        .chars()
+        .filter(|c| *c == '*' || c.is_ascii_digit())
+        .collect();
+    let code: String = rest[colon + 2..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    (code.len() == 6).then_some((mask, code))
+}
+
+fn mask(phone: &str) -> String {
+    let digits: Vec<char> = phone.chars().filter(char::is_ascii_digit).collect();
+    let tail: String = digits[digits.len().saturating_sub(4)..].iter().collect();
+    format!("***{tail}")
+}
+
+static PHONES: AtomicU32 = AtomicU32::new(0);
+
+/// `+8210` + 8 digits; the last four (all the log shows) are distinct within a run.
+fn new_phone() -> String {
+    let n = PHONES.fetch_add(1, Ordering::Relaxed) % 10_000;
+    format!("+8210{:04}{:04}", std::process::id() % 10_000, n)
+}
+
+/// Registers a new install in `dir` as a device of `phone`, with the code from the log.
+async fn register_at(
+    url: &str,
+    codes: &CodeLog,
+    dir: &Path,
+    phone: &str,
+    device: &str,
+) -> Result<Client> {
+    let client = Client::open(dir, url)?;
+    let m = mask(phone);
+    let nth = codes.codes_for(&m)?.len();
+    client.request_code(phone).await.context("request a code")?;
+    let code = codes.wait(&m, nth).await?;
+    client
+        .register(phone, &code, device)
+        .await
+        .context("register")?;
+    Ok(client)
+}
+
+async fn register(server: &Server, dir: &Path, phone: &str, device: &str) -> Result<Client> {
+    register_at(&server.url, &server.codes, dir, phone, device).await
+}
+
+/// Registers one device per number (8 at a time), in `<dir>/<index><suffix>`.
+async fn register_many(
+    server: &Server,
+    dir: &Path,
+    phones: &[String],
+    suffix: &str,
+) -> Result<Vec<Client>> {
+    let mut out: Vec<Option<Client>> = vec![None; phones.len()];
+    let mut set = JoinSet::new();
+    let mut next = 0;
+    while next < phones.len() || !set.is_empty() {
+        while next < phones.len() && set.len() < 8 {
+            let (url, codes) = (server.url.clone(), server.codes.clone());
+            let (phone, d) = (phones[next].clone(), dir.join(format!("{next}{suffix}")));
+            let device = format!("phone {next}{suffix}");
+            let i = next;
+            set.spawn(async move { (i, register_at(&url, &codes, &d, &phone, &device).await) });
+            next += 1;
+        }
+        if let Some(joined) = set.join_next().await {
+            let (i, c) = joined.context("register task")?;
+            out[i] = Some(c?);
+        }
+    }
+    out.into_iter()
+        .map(|c| c.ok_or_else(|| anyhow!("a registration did not finish")))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc, machine, statistics, output
+
+/// utime + stime of a process (`self` or a pid), in clock ticks.
+fn proc_cpu_ticks(pid: &str) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')').ok_or_else(|| anyhow!("bad /proc stat"))? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let get = |i: usize| -> Result<u64> {
+        Ok(f.get(i)
+            .ok_or_else(|| anyhow!("short /proc stat"))?
+            .parse()?)
+    };
+    Ok(get(11)? + get(12)?)
+}
+
+fn proc_rss_kb(pid: &str) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .ok_or_else(|| anyhow!("no VmRSS for {pid}"))?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .ok_or_else(|| anyhow!("bad VmRSS line"))?
+        .parse()?)
+}
+
+struct Tick {
+    hz: f64,
+    source: &'static str,
+}
+
+fn clock_ticks() -> Tick {
+    let got = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|hz| *hz > 0.0);
+    match got {
+        Some(hz) => Tick {
+            hz,
+            source: "getconf CLK_TCK",
+        },
+        None => Tick {
+            hz: 100.0,
+            source: "assumed (getconf unavailable)",
+        },
+    }
+}
+
+fn machine(tick: &Tick) -> Value {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_gb = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0 / 1024.0)
+        .unwrap_or(0.0);
+    json!({
+        "cores": cores,
+        "cpu": model,
+        "memory_gb": round(mem_gb, 1),
+        "clock_ticks_per_s": tick.hz,
+        "clock_ticks_source": tick.source,
+        "summary": format!("{cores} cores ({model}), {mem_gb:.0} GB; CPU times in ticks of 1/{} s ({})", tick.hz, tick.source),
+    })
+}
+
+/// Median, p99 and friends of samples in milliseconds.
+fn stats(mut v: Vec<f64>) -> Value {
+    if v.is_empty() {
+        return json!({ "n": 0 });
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let p = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    json!({
+        "n": v.len(),
+        "median_ms": round(p(0.5), 4),
+        "p99_ms": round(p(0.99), 4),
+        "mean_ms": round(mean, 4),
+        "min_ms": round(v[0], 4),
+        "max_ms": round(v[v.len() - 1], 4),
+    })
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+fn key(chars: usize) -> String {
+    format!("{}k", chars / 1000)
+}
+
+/// Lets the server finish work triggered by the last message (its CPU time is then complete).
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+/// Pseudo-random text as in ADR 0001: 1/2 Hangul syllables, 1/3 ASCII letters, 1/6 spaces.
+fn text(n: usize, seed: u64) -> String {
+    let mut r = Lcg(seed);
+    (0..n)
+        .map(|_| match r.next(6) {
+            0..=2 => char::from_u32(0xAC00 + r.next(11172) as u32).unwrap_or('가'),
+            3 | 4 => (b'a' + r.next(26) as u8) as char,
+            _ => ' ',
+        })
+        .collect()
+}
+
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, m: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) as usize) % m.max(1)
+    }
+}
+
+fn splice(pos: usize, i: usize) -> ProposalEdit {
+    ProposalEdit::Splice {
+        field: TextField::Body,
+        pos,
+        delete: 0,
+        insert: if i % 2 == 0 { "a" } else { "가" }.to_owned(),
+    }
+}
+
+fn print_table(r: &Value) {
+    let f = |v: &Value| match v.as_f64() {
+        Some(x) if x >= 100.0 => format!("{x:.0}"),
+        Some(x) if x >= 10.0 => format!("{x:.1}"),
+        Some(x) if x >= 1.0 => format!("{x:.2}"),
+        Some(x) => format!("{x:.4}"),
+        None => "-".into(),
+    };
+    let row = |name: String, value: String| println!("| {name:<62} | {value:>28} |");
+    println!(
+        "\nSotong bench{} — {}",
+        if r["quick"].as_bool() == Some(true) {
+            " (--quick)"
+        } else {
+            ""
+        },
+        r["machine"]["summary"].as_str().unwrap_or("")
+    );
+    println!("| {:<62} | {:>28} |", "measure", "value");
+    println!("|{}|{}|", "-".repeat(64), "-".repeat(30));
+    for k in ["5k", "200k"] {
+        let s = &r["phone_edit"][k];
+        row(
+            format!("1. phone edit_proposal (1-char splice + persist), {k} chars"),
+            format!(
+                "median {} / p99 {} ms (n={})",
+                f(&s["median_ms"]),
+                f(&s["p99_ms"]),
+                s["n"]
+            ),
+        );
+    }
+    let t = &r["sync_throughput"];
+    for (label, k, done) in [
+        ("upload (first sync)", "upload", "documents_done"),
+        ("download (2nd device)", "download", "documents_done"),
+    ] {
+        let s = &t[k];
+        row(
+            format!(
+                "2. sync {label}: {} phones x {} drafts",
+                t["citizens"], t["drafts_each"]
+            ),
+            format!(
+                "{} docs/s ({}/{} docs, {} s)",
+                f(&s["docs_per_s"]),
+                s[done],
+                s["documents"],
+                f(&s["wall_s"])
+            ),
+        );
+        row(
+            format!("   per-phone sync() time; server CPU per doc"),
+            format!(
+                "p50 {} p99 {} ms; {} ms",
+                f(&s["per_phone_sync_ms"]["median_ms"]),
+                f(&s["per_phone_sync_ms"]["p99_ms"]),
+                f(&s["server_cpu_ms_per_doc"])
+            ),
+        );
+    }
+    for k in ["5k", "200k"] {
+        let e = &r["remote_edits"][k];
+        for (label, m) in [
+            ("edit + one-shot sync()", "oneshot_sync"),
+            ("live sync, sequential", "live_sequential"),
+            ("live sync, burst", "live_burst"),
+        ] {
+            row(
+                format!("3. server CPU per accepted edit, {k}, {label}"),
+                format!(
+                    "{} ms ({} edits/s, n={})",
+                    f(&e[m]["server_cpu_ms_per_edit"]),
+                    f(&e[m]["edits_per_s"]),
+                    e[m]["edits"]
+                ),
+            );
+        }
+    }
+    for k in ["5k", "200k"] {
+        let e = &r["remote_edits"][k];
+        let l = &e["live_sequential"]["relay_latency_ms"];
+        row(
+            format!("4. relay A edit -> B draft_changed, {k}, sequential"),
+            format!(
+                "p50 {} / p99 {} ms ({}/s)",
+                f(&l["median_ms"]),
+                f(&l["p99_ms"]),
+                f(&e["live_sequential"]["edits_per_s"])
+            ),
+        );
+        row(
+            format!("4. relay burst, {k}: edits/s reaching B"),
+            format!(
+                "{} /s ({} edits)",
+                f(&e["live_burst"]["edits_per_s"]),
+                e["live_burst"]["edits"]
+            ),
+        );
+    }
+    let m = &r["memory"];
+    for k in ["5k", "200k"] {
+        let s = &m["server"][k];
+        row(
+            format!("5. server RSS per open doc, {k} ({} docs)", s["documents"]),
+            format!("{} KB", f(&s["rss_growth_per_doc_kb"])),
+        );
+    }
+    for k in ["5k", "200k"] {
+        let s = &m["phone"][k];
+        row(
+            format!(
+                "5. phone RSS per loaded draft, {k} ({} drafts)",
+                s["drafts"]
+            ),
+            format!("{} KB", f(&s["rss_growth_per_draft_kb"])),
+        );
+    }
+    println!("runtime {} s", r["runtime_s"]);
+}

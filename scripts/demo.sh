@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# The main job on the embedded default: starts sotong-server (SQLite under ./sotong-data),
+# then two devices of one citizen, driven through the `sotong` terminal client, draft a
+# proposal, go offline, edit it concurrently and merge. The server keeps serving afterwards
+# (Ctrl-C stops it); pass --once to stop after the demo.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+once=false
+[ "${1:-}" = "--once" ] && once=true
+
+cargo build -q --release -p sotong-server -p sotong-cli
+bin=${CARGO_TARGET_DIR:-$root/target}/release
+work=$(mktemp -d)
+server_pid=
+cleanup() {
+  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+bind=${SOTONG_BIND:-127.0.0.1:0}
+"$bin/sotong-server" --data-dir "${SOTONG_DATA_DIR:-./sotong-data}" --bind "$bind" \
+  --port-file "$work/addr" >"$work/server.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 1 100); do [ -s "$work/addr" ] && break; sleep 0.1; done
+[ -s "$work/addr" ] || { cat "$work/server.log" >&2; exit 1; }
+server=http://$(tr -d '[:space:]' <"$work/addr")
+echo "== sotong-server listening on $server (data: ${SOTONG_DATA_DIR:-./sotong-data})"
+
+phone="+8210$(printf '%08d' $((RANDOM * 32768 + RANDOM)))"
+sotong() { "$bin/sotong" --server "$server" "$@"; }
+code_for() {
+  local last4=${phone: -4} code=
+  for _ in $(seq 1 50); do
+    code=$(grep -o "one-time code for \*\*\*$last4: [0-9]*" "$work/server.log" | tail -n 1 | awk '{print $NF}')
+    [ -n "$code" ] && break
+    sleep 0.1
+  done
+  echo "$code"
+}
+register() {
+  local home=$1 before
+  before=$(grep -c "one-time code" "$work/server.log" || true)
+  sotong --home "$home" register --phone "$phone" >/dev/null
+  for _ in $(seq 1 50); do
+    [ "$(grep -c "one-time code" "$work/server.log" || true)" -gt "$before" ] && break
+    sleep 0.1
+  done
+  sotong --home "$home" register --phone "$phone" --code "$(code_for)" --device-name "$2"
+}
+
+a=$work/phone-a b=$work/phone-b
+echo "== two devices of one citizen register with one-time codes"
+register "$a" "phone A"
+register "$b" "tablet B"
+
+echo "== A drafts a proposal and syncs; B syncs and receives it"
+id=$(sotong --home "$a" proposal new --title "버스 배차 간격" --body "출퇴근 시간에 배차 간격을 줄여 주세요." --category transport)
+sotong --home "$a" sync
+sotong --home "$b" sync
+
+echo "== both offline: A edits the body, B edits the title and the body at another place"
+sotong --home "$a" proposal edit "$id" --insert-body 0 "[A] " >/dev/null
+sotong --home "$b" proposal edit "$id" --insert-title 0 "[B] " >/dev/null
+len=$(sotong --home "$b" proposal show "$id" | tail -n 1 | python3 -c 'import sys; print(len(sys.stdin.read().rstrip("\n")))')
+sotong --home "$b" proposal edit "$id" --insert-body "$len" " [B]" >/dev/null
+
+echo "== both sync"
+sotong --home "$a" sync
+sotong --home "$b" sync
+sotong --home "$a" sync
+
+echo "== device A:"; sotong --home "$a" proposal show "$id"
+echo "== device B:"; sotong --home "$b" proposal show "$id"
+if [ "$(sotong --home "$a" proposal show "$id")" = "$(sotong --home "$b" proposal show "$id")" ]; then
+  echo "== merged: both devices hold the same draft with all three edits"
+else
+  echo "== the devices disagree" >&2; exit 1
+fi
+
+if ! $once; then
+  echo "== server still running at $server (Ctrl-C to stop)"
+  wait "$server_pid"
+fi
