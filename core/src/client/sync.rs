@@ -372,10 +372,15 @@ pub(crate) async fn sync_once(inner: &Inner) -> Result<SyncReport, ClientError> 
         }
         Ok(engine.close().await)
     };
-    match tokio::time::timeout(SYNC_TIMEOUT, run).await {
+    let result = match tokio::time::timeout(SYNC_TIMEOUT, run).await {
         Ok(r) => r,
         Err(_) => Err(ClientError::Network("sync timed out".into())),
+    };
+    // A sync writes many small transactions; fold the WAL back while the app is idle-ish.
+    if let Err(e) = inner.store.checkpoint() {
+        tracing::warn!(error = %e, "WAL checkpoint failed");
     }
+    result
 }
 
 /// A running live sync session; dropping it (or [`LiveSync::stop`]) ends it.
@@ -576,5 +581,57 @@ fn kind_name(m: &WireMessage) -> &'static str {
         WireMessage::DocUnavailable { .. } => "doc-unavailable",
         WireMessage::Rejected { .. } => "sotong-rejected",
         WireMessage::Ignored { .. } => "ignored",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use automerge::transaction::Transactable;
+    use automerge::ROOT;
+
+    fn tamper(doc: &mut Automerge) {
+        let mut tx = doc.transaction();
+        tx.put(ROOT, "title", 42).unwrap();
+        tx.put(ROOT, "extra", "x").unwrap();
+        tx.commit();
+    }
+
+    #[test]
+    fn recovery_rewinds_to_the_server_and_replays_valid_fields() {
+        let server = proposal::create("title", "body", "c").unwrap();
+        let mut phone = server.fork();
+        proposal::apply(
+            &mut phone,
+            &ProposalEdit::Splice {
+                field: TextField::Body,
+                pos: 4,
+                delete: 0,
+                insert: " kept".into(),
+            },
+        )
+        .unwrap();
+        tamper(&mut phone);
+        let rebuilt = recover(&phone, &server.get_heads()).unwrap();
+        let p = proposal::read(&rebuilt).unwrap();
+        assert_eq!((p.title.as_str(), p.body.as_str()), ("title", "body kept"));
+        // Only valid changes on top of the server's heads.
+        let new: Vec<_> = rebuilt
+            .get_changes(&server.get_heads())
+            .into_iter()
+            .cloned()
+            .collect();
+        crate::schema::validate::check_changes(&server, &new).unwrap();
+    }
+
+    #[test]
+    fn a_refused_new_draft_starts_again_from_its_valid_content() {
+        let mut phone = proposal::create("title", "body", "c").unwrap();
+        tamper(&mut phone);
+        let rebuilt = recover(&phone, &[]).unwrap();
+        let p = proposal::read(&rebuilt).unwrap();
+        assert_eq!((p.title.as_str(), p.body.as_str()), ("", "body"));
+        let all: Vec<_> = rebuilt.get_changes(&[]).into_iter().cloned().collect();
+        crate::schema::validate::check_changes(&Automerge::new(), &all).unwrap();
     }
 }
