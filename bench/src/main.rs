@@ -99,24 +99,36 @@ fn main() -> Result<()> {
         return phone_mem_child(Path::new(dir));
     }
     let mut quick = false;
-    for a in &args {
+    let mut only: Option<u32> = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => quick = true,
+            "--only" => {
+                let n = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| (1..=5).contains(n));
+                only = Some(n.ok_or_else(|| anyhow!("--only takes a phase number 1 to 5"))?);
+            }
             "-h" | "--help" => {
-                println!("usage: sotong-bench [--quick]\n\nNeeds target/release/sotong-server (cargo build --release -p sotong-server) or SOTONG_SERVER_BIN.\nWrites target/bench-report.json.");
+                println!("usage: sotong-bench [--quick] [--only PHASE]\n\nPhases: 1 phone edit latency, 2 sync throughput, 3 (and 4) server CPU per remote edit and live relay, 5 memory.\n\nNeeds target/release/sotong-server (cargo build --release -p sotong-server) or SOTONG_SERVER_BIN.\nWrites target/bench-report.json.");
                 return Ok(());
             }
-            other => bail!("unknown argument {other:?} (usage: sotong-bench [--quick])"),
+            other => {
+                bail!("unknown argument {other:?} (usage: sotong-bench [--quick] [--only PHASE])")
+            }
         }
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    rt.block_on(run(Plan::new(quick)))
+    rt.block_on(run(Plan::new(quick), only))
 }
 
-async fn run(plan: Plan) -> Result<()> {
+async fn run(plan: Plan, only: Option<u32>) -> Result<()> {
+    let want = |phase: u32| only.is_none_or(|o| o == phase || (o == 4 && phase == 3));
     let started = Instant::now();
     let exe = std::env::current_exe().context("locate the bench binary")?;
     let target_dir = exe
@@ -159,20 +171,42 @@ async fn run(plan: Plan) -> Result<()> {
         ],
     });
 
-    eprintln!("[1/5] phone edit+persist latency ...");
-    report["phone_edit"] = phase_local_edits(&plan, root.path())?;
-    eprintln!(
-        "[2/5] server sync throughput ({} citizens x {} drafts) ...",
-        plan.citizens, plan.drafts_each
-    );
-    report["sync_throughput"] = phase_throughput(&plan, &server_bin, root.path(), tick.hz).await?;
-    eprintln!("[3-4/5] server CPU per remote edit, live relay ...");
-    report["remote_edits"] = phase_remote_edits(&plan, &server_bin, root.path(), tick.hz).await?;
-    eprintln!("[5/5] memory per open document ...");
-    report["memory"] = phase_memory(&plan, &server_bin, root.path(), &exe).await?;
+    if want(1) {
+        eprintln!("[1/5] phone edit+persist latency ...");
+        let load = LoadProbe::start()?;
+        report["phone_edit"] = phase_local_edits(&plan, root.path())?;
+        report["phone_edit"]["other_load_cores"] = json!(load.other_cores()?);
+    }
+    if want(2) {
+        eprintln!(
+            "[2/5] server sync throughput ({} citizens x {} drafts) ...",
+            plan.citizens, plan.drafts_each
+        );
+        let load = LoadProbe::start()?;
+        report["sync_throughput"] =
+            phase_throughput(&plan, &server_bin, root.path(), tick.hz).await?;
+        report["sync_throughput"]["other_load_cores"] = json!(load.other_cores()?);
+    }
+    if want(3) {
+        eprintln!("[3-4/5] server CPU per remote edit, live relay ...");
+        let load = LoadProbe::start()?;
+        report["remote_edits"] =
+            phase_remote_edits(&plan, &server_bin, root.path(), tick.hz).await?;
+        report["remote_edits"]["other_load_cores"] = json!(load.other_cores()?);
+    }
+    if want(5) {
+        eprintln!("[5/5] memory per open document ...");
+        let load = LoadProbe::start()?;
+        report["memory"] = phase_memory(&plan, &server_bin, root.path(), &exe).await?;
+        report["memory"]["other_load_cores"] = json!(load.other_cores()?);
+    }
     report["runtime_s"] = json!(round(started.elapsed().as_secs_f64(), 1));
 
-    let path = target_dir.join("bench-report.json");
+    let path = match only {
+        // A partial run does not overwrite the full report.
+        Some(o) => target_dir.join(format!("bench-report-phase{o}.json")),
+        None => target_dir.join("bench-report.json"),
+    };
     std::fs::write(&path, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("write {}", path.display()))?;
     print_table(&report);
@@ -203,7 +237,16 @@ fn phase_local_edits(plan: &Plan, root: &Path) -> Result<Value> {
             times.push(ms(t));
             len += 1;
         }
-        out.insert(key(chars), stats(times));
+        // For reference: edit_proposal returns the whole proposal, so it includes one read.
+        let mut reads = Vec::new();
+        for _ in 0..(plan.local_edits / 10).max(20) {
+            let t = Instant::now();
+            client.read_proposal(&id)?;
+            reads.push(ms(t));
+        }
+        let mut s = stats(times);
+        s["read_proposal_ms"] = stats(reads);
+        out.insert(key(chars), s);
     }
     Ok(Value::Object(out))
 }
@@ -383,6 +426,7 @@ async fn phase_remote_edits(plan: &Plan, bin: &Path, root: &Path, hz: f64) -> Re
         // Sequential: one edit in flight; latency = edit_proposal call on A -> draft_changed on B.
         let n = plan.live_edits;
         let mut latency = Vec::with_capacity(n);
+        let mut after_return = Vec::with_capacity(n);
         let mut extra_notifications = 0;
         let cpu0 = server.cpu_ticks()?;
         let t0 = Instant::now();
@@ -391,13 +435,33 @@ async fn phase_remote_edits(plan: &Plan, bin: &Path, root: &Path, hz: f64) -> Re
             let edit = ed.next();
             let t = Instant::now();
             a.edit_proposal(&id, edit)?;
+            let returned = Instant::now();
             let at = wait_changed(&mut rx_b, id).await?;
             latency.push(at.saturating_duration_since(t).as_secs_f64() * 1e3);
+            if std::env::var_os("SOTONG_BENCH_TRACE").is_some()
+                && (latency.len() <= 10 || at < returned)
+            {
+                eprintln!(
+                    "edit took {:.3} ms; B notified at {:+.3} ms from edit start",
+                    returned.duration_since(t).as_secs_f64() * 1e3,
+                    if at >= t {
+                        at.duration_since(t).as_secs_f64() * 1e3
+                    } else {
+                        -(t.duration_since(at).as_secs_f64() * 1e3)
+                    }
+                );
+            }
+            after_return.push(at.saturating_duration_since(returned).as_secs_f64() * 1e3);
         }
         let wall = t0.elapsed().as_secs_f64();
         settle().await;
         let mut sequential = cpu_json(server.cpu_ticks()? - cpu0, hz, n, wall);
+        // Loopback relays normally take ~1 ms; count the ones near Linux's 40 ms delayed ACK.
+        let slow = latency.iter().filter(|l| **l >= 35.0).count();
         sequential["relay_latency_ms"] = stats(latency);
+        sequential["relays_over_35ms"] = json!(slow);
+        // The same, counted from when edit_proposal returned (network + server + device B).
+        sequential["relay_after_edit_returned_ms"] = stats(after_return);
         sequential["extra_notifications"] = json!(extra_notifications);
 
         // Burst: A edits as fast as edit_proposal returns; done when B holds A's final text.
@@ -947,6 +1011,66 @@ async fn register_many(
 // ---------------------------------------------------------------------------------------------
 // /proc, machine, statistics, output
 
+/// CPU used on the machine by processes other than the bench and its (reaped) children,
+/// while a phase ran: how noisy the machine was.
+struct LoadProbe {
+    at: Instant,
+    busy: u64,
+    ours: u64,
+}
+
+impl LoadProbe {
+    fn start() -> Result<Self> {
+        Ok(Self {
+            at: Instant::now(),
+            busy: system_busy_ticks()?,
+            ours: own_and_children_ticks()?,
+        })
+    }
+
+    /// Average number of cores other processes kept busy.
+    fn other_cores(&self) -> Result<f64> {
+        let busy = system_busy_ticks()?.saturating_sub(self.busy);
+        let ours = own_and_children_ticks()?.saturating_sub(self.ours);
+        let hz = clock_ticks().hz;
+        Ok(round(
+            busy.saturating_sub(ours) as f64 / hz / self.at.elapsed().as_secs_f64(),
+            2,
+        ))
+    }
+}
+
+/// Non-idle CPU time of the whole machine (`/proc/stat`), in clock ticks.
+fn system_busy_ticks() -> Result<u64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let cpu = stat
+        .lines()
+        .next()
+        .ok_or_else(|| anyhow!("empty /proc/stat"))?;
+    let v: Vec<u64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user)
+    let get = |i: usize| v.get(i).copied().unwrap_or(0);
+    Ok(get(0) + get(1) + get(2) + get(5) + get(6) + get(7))
+}
+
+/// utime + stime + cutime + cstime of the bench process (children count once reaped; the
+/// servers are reaped when their phase ends).
+fn own_and_children_ticks() -> Result<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let rest = &stat[stat.rfind(')').ok_or_else(|| anyhow!("bad /proc stat"))? + 1..];
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    Ok(f.iter().sum())
+}
+
 /// utime + stime of a process (`self` or a pid), in clock ticks.
 fn proc_cpu_ticks(pid: &str) -> Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -1093,7 +1217,7 @@ fn splice(pos: usize, i: usize) -> ProposalEdit {
         field: TextField::Body,
         pos,
         delete: 0,
-        insert: if i % 2 == 0 { "a" } else { "가" }.to_owned(),
+        insert: if i & 1 == 0 { "a" } else { "가" }.to_owned(),
     }
 }
 
@@ -1102,58 +1226,49 @@ fn print_table(r: &Value) {
         Some(x) if x >= 100.0 => format!("{x:.0}"),
         Some(x) if x >= 10.0 => format!("{x:.1}"),
         Some(x) if x >= 1.0 => format!("{x:.2}"),
-        Some(x) => format!("{x:.4}"),
+        Some(x) => format!("{x:.3}"),
         None => "-".into(),
     };
-    let row = |name: String, value: String| println!("| {name:<62} | {value:>28} |");
-    println!(
-        "\nSotong bench{} — {}",
-        if r["quick"].as_bool() == Some(true) {
-            " (--quick)"
-        } else {
-            ""
-        },
-        r["machine"]["summary"].as_str().unwrap_or("")
-    );
-    println!("| {:<62} | {:>28} |", "measure", "value");
-    println!("|{}|{}|", "-".repeat(64), "-".repeat(30));
+    let pct = |s: &Value| format!("p50 {} / p99 {} ms", f(&s["median_ms"]), f(&s["p99_ms"]));
+    let row = |name: String, value: String| println!("| {name:<60} | {value:<48} |");
+    let quick = if r["quick"].as_bool() == Some(true) {
+        " (--quick)"
+    } else {
+        ""
+    };
+    let machine = r["machine"]["summary"].as_str().unwrap_or("");
+    println!("\nSotong bench{quick}: {machine}");
+    println!("| {:<60} | {:<48} |", "measure", "value");
+    println!("|{}|{}|", "-".repeat(62), "-".repeat(50));
     for k in ["5k", "200k"] {
         let s = &r["phone_edit"][k];
-        row(
-            format!("1. phone edit_proposal (1-char splice + persist), {k} chars"),
-            format!(
-                "median {} / p99 {} ms (n={})",
-                f(&s["median_ms"]),
-                f(&s["p99_ms"]),
-                s["n"]
-            ),
-        );
+        let name = format!("1. phone edit_proposal (1-char splice+persist), {k} chars");
+        row(name, format!("{} (n={})", pct(s), s["n"]));
+        let name = format!("   for reference: read_proposal alone, {k}");
+        row(name, pct(&s["read_proposal_ms"]));
     }
     let t = &r["sync_throughput"];
-    for (label, k, done) in [
-        ("upload (first sync)", "upload", "documents_done"),
-        ("download (2nd device)", "download", "documents_done"),
+    let (c, d) = (&t["citizens"], &t["drafts_each"]);
+    for (label, k) in [
+        ("upload (first sync)", "upload"),
+        ("2nd device download", "download"),
     ] {
         let s = &t[k];
         row(
+            format!("2. {label}: {c} phones x {d} drafts, concurrent"),
             format!(
-                "2. sync {label}: {} phones x {} drafts",
-                t["citizens"], t["drafts_each"]
-            ),
-            format!(
-                "{} docs/s ({}/{} docs, {} s)",
+                "{} docs/s ({}/{} docs in {} s)",
                 f(&s["docs_per_s"]),
-                s[done],
+                s["documents_done"],
                 s["documents"],
                 f(&s["wall_s"])
             ),
         );
         row(
-            format!("   per-phone sync() time; server CPU per doc"),
+            "   per-phone sync() time; server CPU per doc".into(),
             format!(
-                "p50 {} p99 {} ms; {} ms",
-                f(&s["per_phone_sync_ms"]["median_ms"]),
-                f(&s["per_phone_sync_ms"]["p99_ms"]),
+                "{}; {} ms",
+                pct(&s["per_phone_sync_ms"]),
                 f(&s["server_cpu_ms_per_doc"])
             ),
         );
@@ -1162,8 +1277,8 @@ fn print_table(r: &Value) {
         let e = &r["remote_edits"][k];
         for (label, m) in [
             ("edit + one-shot sync()", "oneshot_sync"),
-            ("live sync, sequential", "live_sequential"),
-            ("live sync, burst", "live_burst"),
+            ("live, sequential", "live_sequential"),
+            ("live, burst", "live_burst"),
         ] {
             row(
                 format!("3. server CPU per accepted edit, {k}, {label}"),
@@ -1178,22 +1293,27 @@ fn print_table(r: &Value) {
     }
     for k in ["5k", "200k"] {
         let e = &r["remote_edits"][k];
-        let l = &e["live_sequential"]["relay_latency_ms"];
+        let seq = &e["live_sequential"];
         row(
-            format!("4. relay A edit -> B draft_changed, {k}, sequential"),
+            format!("4. A edit_proposal -> B draft_changed, {k}, sequential"),
             format!(
-                "p50 {} / p99 {} ms ({}/s)",
-                f(&l["median_ms"]),
-                f(&l["p99_ms"]),
-                f(&e["live_sequential"]["edits_per_s"])
+                "{} ({}/s)",
+                pct(&seq["relay_latency_ms"]),
+                f(&seq["edits_per_s"])
             ),
         );
         row(
-            format!("4. relay burst, {k}: edits/s reaching B"),
+            "   same, counted from edit_proposal's return".into(),
+            pct(&seq["relay_after_edit_returned_ms"]),
+        );
+        let b = &e["live_burst"];
+        row(
+            format!("4. burst, {k}: edits/s reaching B"),
             format!(
-                "{} /s ({} edits)",
-                f(&e["live_burst"]["edits_per_s"]),
-                e["live_burst"]["edits"]
+                "{}/s ({} edits, {} notifications on B)",
+                f(&b["edits_per_s"]),
+                b["edits"],
+                b["notifications_on_b"]
             ),
         );
     }
@@ -1201,19 +1321,27 @@ fn print_table(r: &Value) {
     for k in ["5k", "200k"] {
         let s = &m["server"][k];
         row(
-            format!("5. server RSS per open doc, {k} ({} docs)", s["documents"]),
+            format!(
+                "5. server RSS per doc open in a live session, {k} (x{})",
+                s["documents"]
+            ),
             format!("{} KB", f(&s["rss_growth_per_doc_kb"])),
         );
     }
     for k in ["5k", "200k"] {
         let s = &m["phone"][k];
         row(
-            format!(
-                "5. phone RSS per loaded draft, {k} ({} drafts)",
-                s["drafts"]
-            ),
+            format!("5. phone RSS per loaded draft, {k} (x{})", s["drafts"]),
             format!("{} KB", f(&s["rss_growth_per_draft_kb"])),
         );
     }
+    let loads: Vec<String> = ["phone_edit", "sync_throughput", "remote_edits", "memory"]
+        .iter()
+        .map(|k| format!("{k} {}", f(&r[k]["other_load_cores"])))
+        .collect();
+    println!(
+        "other processes' CPU during each phase, in cores busy (noise): {}",
+        loads.join(", ")
+    );
     println!("runtime {} s", r["runtime_s"]);
 }

@@ -151,6 +151,12 @@ pub async fn serve_with(
     let app = router(AppState::new(config, store.clone(), notifier));
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
+        // No Nagle: sync frames are small and latency-bound (40 ms delayed-ACK stalls).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -50,7 +50,8 @@ impl Session {
             .parse()
             .map_err(|_| ClientError::Internal("token is not a valid header".into()))?;
         request.headers_mut().insert("authorization", auth);
-        let (socket, _) = tokio_tungstenite::connect_async(request)
+        // No Nagle: sync messages are small and latency-bound (40 ms delayed-ACK stalls).
+        let (socket, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
             .await
             .map_err(|e| match e {
                 tokio_tungstenite::tungstenite::Error::Http(resp)

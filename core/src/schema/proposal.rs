@@ -144,7 +144,14 @@ pub fn read_fields(doc: &Automerge) -> ProposalFields {
 
 /// Applies one edit in one Automerge change. Nothing is changed if the edit is invalid.
 pub fn apply(doc: &mut Automerge, edit: &ProposalEdit) -> Result<(), SchemaError> {
-    read(doc)?;
+    // Only the kind: reading the whole text costs O(length) on every keystroke.
+    let kind = read_kind(doc)?;
+    if kind != KIND {
+        return Err(SchemaError::WrongKind {
+            expected: KIND,
+            found: kind,
+        });
+    }
     match edit {
         ProposalEdit::Splice {
             field,

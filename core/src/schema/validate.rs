@@ -3,9 +3,10 @@
 //! unknown key, then delete it" leaves a valid document but a bad operation in history.
 
 use std::collections::HashMap;
+use std::mem::discriminant;
+use std::sync::OnceLock;
 
 use automerge::{Automerge, Change, ObjType, ReadDoc, ScalarValue, Value, ROOT};
-use serde::Deserialize;
 
 use super::{schema_for, FieldType, Schema, KIND_FIELD};
 
@@ -15,28 +16,149 @@ use super::{schema_for, FieldType, Schema, KIND_FIELD};
 #[error("{0}")]
 pub struct Rejection(pub String);
 
-/// An operation as automerge's legacy (JSON) form describes it: the crate keeps its own op
-/// types private, and this form is stable across versions.
-#[derive(Debug, Deserialize)]
+/// What an operation does, as far as schemas care.
+#[derive(Debug, Clone, PartialEq)]
+enum Action {
+    MakeText,
+    MakeOther,
+    PutStr(String),
+    PutOther,
+    Delete,
+    Mark,
+    Other,
+}
+
+/// One operation of a change, reduced to what the check needs.
+#[derive(Debug)]
 struct Op {
-    action: String,
-    obj: String,
+    action: Action,
+    /// `None` for the root map, else the object's id as `counter@actor`.
+    obj: Option<OpId>,
+    /// The map key, for operations on a map.
     key: Option<String>,
-    #[serde(default)]
     insert: bool,
-    value: Option<serde_json::Value>,
 }
 
 impl Op {
     fn str_value(&self) -> Option<&str> {
-        match (&self.action[..], &self.value) {
-            ("set", Some(serde_json::Value::String(s))) => Some(s),
+        match &self.action {
+            Action::PutStr(s) => Some(s),
             _ => None,
         }
     }
 }
 
-const ROOT_OBJ: &str = "_root";
+/// automerge 0.6 exposes a change's operations only through types it does not export by name
+/// (`ExpandedChange::operations`). Their variants are told apart by comparing discriminants with
+/// those of a reference change made once, which avoids a serde round trip per operation (the
+/// check's main cost on large uploads).
+struct Reference {
+    change: automerge::ExpandedChange,
+    root_put: usize,
+    make: usize,
+    delete: usize,
+    mark_begin: usize,
+    mark_end: usize,
+}
+
+fn reference() -> Option<&'static Reference> {
+    static REFERENCE: OnceLock<Option<Reference>> = OnceLock::new();
+    REFERENCE.get_or_init(build_reference).as_ref()
+}
+
+fn build_reference() -> Option<Reference> {
+    use automerge::marks::{ExpandMark, Mark};
+    use automerge::transaction::Transactable;
+    let mut doc = Automerge::new();
+    let mut tx = doc.transaction();
+    tx.put(ROOT, "s", "v").ok()?;
+    let t = tx.put_object(ROOT, "t", ObjType::Text).ok()?;
+    tx.splice_text(&t, 0, 0, "ab").ok()?;
+    tx.delete(&t, 0).ok()?;
+    tx.mark(&t, Mark::new("m".into(), true, 0, 1), ExpandMark::None)
+        .ok()?;
+    tx.commit();
+    let change = doc.get_last_local_change()?.decode();
+    let ops = &change.operations;
+    let find = |f: &dyn Fn(usize) -> bool| (0..ops.len()).find(|i| f(*i));
+    let root_put = find(&|i| ops[i].primitive_value() == Some(ScalarValue::from("v")))?;
+    let make = find(&|i| ops[i].obj_type() == Some(ObjType::Text))?;
+    let mark_begin = find(&|i| ops[i].primitive_value() == Some(ScalarValue::Boolean(true)))?;
+    let bare = |i: usize| ops[i].primitive_value().is_none() && ops[i].obj_type().is_none();
+    let delete = find(&|i| bare(i) && !ops[i].pred.is_empty())?;
+    let mark_end = find(&|i| bare(i) && ops[i].pred.is_empty())?;
+    Some(Reference {
+        root_put,
+        make,
+        delete,
+        mark_begin,
+        mark_end,
+        change,
+    })
+}
+
+/// Reduces every operation of `change` to an [`Op`].
+fn ops_of(change: &Change) -> Result<Vec<Op>, Rejection> {
+    let Some(r) = reference() else {
+        return reject("the server cannot check changes right now");
+    };
+    let reference_ops = &r.change.operations;
+    let kind = |i: usize| discriminant(&reference_ops[i].action);
+    let root = discriminant(&reference_ops[r.root_put].obj);
+    let expanded = change.decode();
+    let mut out = Vec::with_capacity(expanded.operations.len());
+    // Consecutive operations mostly touch the same object: format its id once.
+    let mut last = None;
+    for op in &expanded.operations {
+        let d = discriminant(&op.action);
+        let action = if d == kind(r.root_put) {
+            match op.primitive_value() {
+                Some(ScalarValue::Str(s)) => Action::PutStr(s.to_string()),
+                _ => Action::PutOther,
+            }
+        } else if d == kind(r.make) {
+            if op.obj_type() == Some(ObjType::Text) {
+                Action::MakeText
+            } else {
+                Action::MakeOther
+            }
+        } else if d == kind(r.delete) {
+            Action::Delete
+        } else if d == kind(r.mark_begin) || d == kind(r.mark_end) {
+            Action::Mark
+        } else {
+            Action::Other
+        };
+        let is_root = discriminant(&op.obj) == root;
+        let obj = if is_root {
+            None
+        } else {
+            match &last {
+                Some((o, id)) if *o == &op.obj => Some(String::clone(id)),
+                _ => {
+                    let id = op.obj.to_string();
+                    last = Some((&op.obj, id.clone()));
+                    Some(id)
+                }
+            }
+        };
+        let key = if op.key.is_map_key() {
+            match serde_json::to_value(&op.key) {
+                Ok(serde_json::Value::String(k)) => Some(k),
+                _ => return reject("a change could not be read"),
+            }
+        } else {
+            None
+        };
+        out.push(Op {
+            action,
+            obj,
+            key,
+            insert: op.insert,
+        });
+    }
+    Ok(out)
+}
 
 /// An operation id in legacy form, `counter@actor`.
 type OpId = String;
@@ -105,14 +227,12 @@ pub fn check_changes(
 }
 
 fn check_change(state: &mut DocState, change: &Change) -> Result<(), Rejection> {
-    let ops: Vec<Op> = serde_json::to_value(&change.decode().operations)
-        .and_then(serde_json::from_value)
-        .map_err(|_| Rejection("a change could not be read".into()))?;
+    let ops = ops_of(change)?;
     if state.schema.is_none() {
         // The first change must name the kind.
         let kind = ops
             .iter()
-            .find(|op| op.obj == ROOT_OBJ && op.key.as_deref() == Some(KIND_FIELD))
+            .find(|op| op.obj.is_none() && op.key.as_deref() == Some(KIND_FIELD))
             .and_then(Op::str_value);
         match kind {
             Some(kind) => match schema_for(kind) {
@@ -128,11 +248,13 @@ fn check_change(state: &mut DocState, change: &Change) -> Result<(), Rejection> 
     let start = change.start_op().get();
     let actor = change.actor_id();
     for (i, op) in ops.iter().enumerate() {
-        if op.obj == ROOT_OBJ {
+        let Some(obj) = &op.obj else {
             let id = format!("{}@{actor}", start + i as u64);
             check_root_op(state, schema, id, op)?;
-        } else {
-            let Some(field) = state.texts.get(&op.obj).copied() else {
+            continue;
+        };
+        {
+            let Some(field) = state.texts.get(obj).copied() else {
                 return reject(format!(
                     "operation on an object that is not part of this {}",
                     schema.kind
@@ -166,9 +288,9 @@ fn check_root_op(
     let Some(field) = schema.field(key) else {
         return reject(format!("unknown field \"{key}\" in a {}", schema.kind));
     };
-    match (field.ty, op.action.as_str()) {
-        (_, "del") => reject(format!("field \"{}\" cannot be deleted", field.name)),
-        (FieldType::Text, "makeText") => {
+    match (field.ty, &op.action) {
+        (_, Action::Delete) => reject(format!("field \"{}\" cannot be deleted", field.name)),
+        (FieldType::Text, Action::MakeText) => {
             if present {
                 return reject(format!("field \"{}\" already exists", field.name));
             }
@@ -197,10 +319,9 @@ fn check_text_op(field: &str, op: &Op) -> Result<(), Rejection> {
     if op.key.is_some() {
         return reject(format!("field \"{field}\" is text, not a map"));
     }
-    match op.action.as_str() {
-        "del" => Ok(()),
-        "set" if op.str_value().is_some() => Ok(()),
-        "markBegin" | "markEnd" => reject(format!(
+    match op.action {
+        Action::Delete | Action::PutStr(_) => Ok(()),
+        Action::Mark => reject(format!(
             "field \"{field}\" is plain text: marks are not allowed"
         )),
         _ => reject(format!("field \"{field}\" may hold only characters")),
@@ -219,6 +340,46 @@ mod tests {
             .into_iter()
             .cloned()
             .collect()
+    }
+
+    #[test]
+    fn the_reference_change_tells_every_action_apart() {
+        let r = reference().expect("reference change");
+        let ops = &r.change.operations;
+        let kinds = [r.root_put, r.make, r.delete, r.mark_begin, r.mark_end];
+        for (i, a) in kinds.iter().enumerate() {
+            for b in &kinds[i + 1..] {
+                if !(*a == r.mark_begin && *b == r.mark_end) {
+                    assert_ne!(discriminant(&ops[*a].action), discriminant(&ops[*b].action));
+                }
+            }
+        }
+        assert_eq!(ops[r.make].obj_type(), Some(ObjType::Text));
+    }
+
+    #[test]
+    fn marks_and_counters_in_text_are_refused() {
+        use automerge::marks::{ExpandMark, Mark};
+        let doc = proposal::create("title", "body", "c").unwrap();
+        let body = doc.get(ROOT, "body").unwrap().unwrap().1;
+        assert!(rejected(&doc, |tx| {
+            tx.mark(
+                &body,
+                Mark::new("bold".into(), true, 0, 2),
+                ExpandMark::None,
+            )
+            .unwrap();
+        })
+        .contains("marks are not allowed"));
+        assert!(rejected(&doc, |tx| {
+            tx.insert(&body, 0, 5).unwrap();
+        })
+        .contains("only characters"));
+        assert!(rejected(&doc, |tx| {
+            tx.put(ROOT, "category", automerge::ScalarValue::counter(1))
+                .unwrap();
+        })
+        .contains("must be a string"));
     }
 
     #[test]

@@ -16,9 +16,10 @@ use crate::store::{AccountId, ChunkKind, DocumentMeta, Store, StoreError};
 /// Identifies one WebSocket connection on this instance.
 pub type ConnId = u64;
 
-/// Documents kept loaded when no peer is syncing them; beyond this, idle ones are dropped
-/// (their chunks are in the store). automerge 0.6 holds ~0.5 KB per character loaded.
-const IDLE_DOCS_KEPT: usize = 256;
+/// Operations kept loaded in memory across all documents. automerge 0.6 holds about 0.4 KB per
+/// operation (docs/adr/0001), so this is roughly 400 MB. Beyond it, documents no peer is
+/// syncing are dropped, least recently used first; their chunks are in the store.
+const LOADED_OPS_BUDGET: usize = 1_000_000;
 
 /// Outgoing frames for one connection. Bounded: a peer that cannot keep up is disconnected
 /// (it resyncs on reconnect) rather than holding memory or a document lock.
@@ -57,6 +58,9 @@ struct Loaded {
     chunk_hashes: Vec<[u8; 32]>,
     snapshot_bytes: usize,
     incremental_bytes: usize,
+    /// Operations in the document: what it costs to keep loaded.
+    ops: usize,
+    last_used: std::time::Instant,
     peers: HashMap<ConnId, Peer>,
 }
 
@@ -67,6 +71,7 @@ pub struct Hub {
     store: Arc<dyn Store>,
     server_peer_id: String,
     docs: StdMutex<HashMap<DocumentId, Slot>>,
+    ops_budget: usize,
 }
 
 /// The requesting side of a document message.
@@ -84,12 +89,18 @@ pub struct Requester<'a> {
 impl Hub {
     /// A hub over `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {
+        Self::with_ops_budget(store, LOADED_OPS_BUDGET)
+    }
+
+    /// A hub that keeps at most `ops_budget` operations of idle documents loaded.
+    pub fn with_ops_budget(store: Arc<dyn Store>, ops_budget: usize) -> Self {
         let mut suffix = [0u8; 6];
         rand::Rng::fill(&mut rand::thread_rng(), &mut suffix[..]);
         Self {
             store,
             server_peer_id: format!("sotong-server-{}", hex::encode(suffix)),
             docs: StdMutex::new(HashMap::new()),
+            ops_budget,
         }
     }
 
@@ -105,6 +116,20 @@ impl Hub {
 
     /// Handles a `request` or `sync` message from an authenticated peer.
     pub async fn handle(
+        &self,
+        who: &Requester<'_>,
+        msg: &DocMessage,
+        is_request: bool,
+    ) -> Result<Outcome, HubError> {
+        let before = self.loaded_documents();
+        let outcome = self.handle_loaded(who, msg, is_request).await;
+        if self.loaded_documents() > before {
+            self.evict_idle().await;
+        }
+        outcome
+    }
+
+    async fn handle_loaded(
         &self,
         who: &Requester<'_>,
         msg: &DocMessage,
@@ -196,6 +221,8 @@ impl Hub {
                             chunk_hashes: Vec::new(),
                             snapshot_bytes: 0,
                             incremental_bytes: 0,
+                            ops: 0,
+                            last_used: std::time::Instant::now(),
                             peers: HashMap::new(),
                         });
                     }
@@ -211,6 +238,7 @@ impl Hub {
             let message = incoming.is_empty().then_some(&message);
             return Ok(unavailable(message));
         }
+        loaded.last_used = std::time::Instant::now();
         self.catch_up(&id, loaded).await?;
 
         let fresh: Vec<_> = incoming
@@ -228,6 +256,7 @@ impl Hub {
                 .append_chunk(&id, ChunkKind::Incremental, &bytes)
                 .await?;
             loaded.chunk_hashes.push(sha256(&bytes));
+            loaded.ops += fresh.iter().map(|c| c.len()).sum::<usize>();
             loaded.incremental_bytes += bytes.len();
         }
 
@@ -317,6 +346,8 @@ impl Hub {
             chunk_hashes: Vec::with_capacity(chunks.len()),
             snapshot_bytes: 0,
             incremental_bytes: 0,
+            ops: 0,
+            last_used: std::time::Instant::now(),
             peers: HashMap::new(),
         };
         for chunk in chunks {
@@ -329,6 +360,7 @@ impl Hub {
                 ChunkKind::Incremental => loaded.incremental_bytes += chunk.bytes.len(),
             }
         }
+        loaded.ops = doc.get_changes(&[]).iter().map(|c| c.len()).sum();
         loaded.doc = doc;
         Ok(loaded)
     }
@@ -371,23 +403,34 @@ impl Hub {
     async fn evict_idle(&self) {
         let slots: Vec<(DocumentId, Slot)> = {
             let docs = self.docs.lock().unwrap_or_else(|p| p.into_inner());
-            if docs.len() <= IDLE_DOCS_KEPT {
-                return;
-            }
             docs.iter().map(|(k, v)| (*k, v.clone())).collect()
         };
+        let mut total = 0;
         let mut idle = Vec::new();
         for (id, slot) in slots {
-            if let Ok(guard) = slot.try_lock() {
-                if guard.as_ref().map(|l| l.peers.is_empty()).unwrap_or(true) {
-                    idle.push(id);
+            // A document in use right now is neither counted as idle nor waited for.
+            let Ok(guard) = slot.try_lock() else { continue };
+            match guard.as_ref() {
+                Some(l) => {
+                    total += l.ops;
+                    if l.peers.is_empty() {
+                        idle.push((l.last_used, l.ops, id));
+                    }
                 }
+                None => idle.push((std::time::Instant::now(), 0, id)),
             }
         }
+        if total <= self.ops_budget {
+            return;
+        }
+        idle.sort_by_key(|(used, _, _)| *used);
         let mut docs = self.docs.lock().unwrap_or_else(|p| p.into_inner());
-        let excess = docs.len().saturating_sub(IDLE_DOCS_KEPT);
-        for id in idle.into_iter().take(excess) {
+        for (_, ops, id) in idle {
+            if total <= self.ops_budget {
+                break;
+            }
             docs.remove(&id);
+            total = total.saturating_sub(ops);
         }
     }
 
@@ -407,4 +450,72 @@ fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+    use sotong_core::schema::proposal;
+
+    /// Runs a phone's side of the protocol against the hub until it has nothing more to send.
+    async fn upload(hub: &Hub, who: &Requester<'_>, id: DocumentId, doc: &mut Automerge) {
+        let mut state = sync::State::new();
+        for _ in 0..6 {
+            let Some(msg) = doc.generate_sync_message(&mut state) else {
+                return;
+            };
+            let d = DocMessage {
+                sender_id: who.peer_id.into(),
+                target_id: hub.peer_id().into(),
+                document_id: id,
+                data: msg.encode(),
+            };
+            let Outcome::Reply(replies) = hub.handle(who, &d, false).await.unwrap();
+            for r in replies {
+                if let WireMessage::Sync(d) = r {
+                    let m = sync::Message::decode(&d.data).unwrap();
+                    doc.receive_sync_message(&mut state, m).unwrap();
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn idle_documents_beyond_the_budget_are_dropped_and_reload_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&dir.path().join("s.db")).await.unwrap());
+        // Each draft below holds about 30 operations: room for two.
+        let hub = Hub::with_ops_budget(store.clone(), 70);
+        let (outbox, _rx) = mpsc::channel(64);
+        let who = Requester {
+            conn: 1,
+            peer_id: "phone",
+            account: 7,
+            outbox: &outbox,
+        };
+        let mut ids = Vec::new();
+        for i in 0..4 {
+            let id = DocumentId::random();
+            let mut doc = proposal::create(&format!("title {i}"), "a body of text", "c").unwrap();
+            upload(&hub, &who, id, &mut doc).await;
+            assert!(store.document(&id).await.unwrap().is_some());
+            ids.push(id);
+        }
+        // All in use by the connection: nothing is dropped.
+        assert_eq!(hub.loaded_documents(), 4);
+        hub.disconnect(1, &ids).await;
+        assert!(hub.loaded_documents() <= 2, "{}", hub.loaded_documents());
+        // A dropped document comes back from the store when asked for.
+        let who = Requester {
+            conn: 2,
+            peer_id: "tablet",
+            account: 7,
+            outbox: &outbox,
+        };
+        let mut fresh = Automerge::new();
+        upload(&hub, &who, ids[0], &mut fresh).await;
+        assert_eq!(proposal::read(&fresh).unwrap().title, "title 0");
+    }
 }
