@@ -58,20 +58,26 @@ pub fn schema_for(kind: &str) -> Option<&'static Schema> {
 
 /// A document's kind: its root `type` field.
 pub fn read_kind(doc: &automerge::Automerge) -> Result<String, SchemaError> {
+    read_str(doc, KIND_FIELD)
+}
+
+/// A string scalar of the root map.
+pub(crate) fn read_str(
+    doc: &automerge::Automerge,
+    key: &'static str,
+) -> Result<String, SchemaError> {
     use automerge::{ReadDoc, ScalarValue, Value, ROOT};
-    match doc.get(ROOT, KIND_FIELD)? {
+    let wrong = || SchemaError::WrongType {
+        field: key,
+        expected: "a string",
+    };
+    match doc.get(ROOT, key)? {
         Some((Value::Scalar(s), _)) => match s.as_ref() {
             ScalarValue::Str(s) => Ok(s.to_string()),
-            _ => Err(SchemaError::WrongType {
-                field: KIND_FIELD,
-                expected: "a string",
-            }),
+            _ => Err(wrong()),
         },
-        Some(_) => Err(SchemaError::WrongType {
-            field: KIND_FIELD,
-            expected: "a string",
-        }),
-        None => Err(SchemaError::Missing(KIND_FIELD)),
+        Some(_) => Err(wrong()),
+        None => Err(SchemaError::Missing(key)),
     }
 }
 

@@ -3,9 +3,9 @@
 //! [`Proposal`] and [`ProposalEdit`]; no Automerge path leaks out of this module.
 
 use automerge::transaction::Transactable;
-use automerge::{Automerge, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
+use automerge::{Automerge, ObjId, ObjType, ReadDoc, Value, ROOT};
 
-use super::{read_kind, Field, FieldType, Schema, SchemaError, KIND_FIELD};
+use super::{read_kind, read_str, Field, FieldType, Schema, SchemaError, KIND_FIELD};
 
 /// The `type` of a proposal draft.
 pub const KIND: &str = "proposal";
@@ -211,23 +211,6 @@ fn text_obj(doc: &Automerge, field: TextField) -> Result<ObjId, SchemaError> {
             expected: "text",
         }),
         None => Err(SchemaError::Missing(field.key())),
-    }
-}
-
-fn read_str(doc: &Automerge, key: &'static str) -> Result<String, SchemaError> {
-    match doc.get(ROOT, key)? {
-        Some((Value::Scalar(s), _)) => match s.as_ref() {
-            ScalarValue::Str(s) => Ok(s.to_string()),
-            _ => Err(SchemaError::WrongType {
-                field: key,
-                expected: "a string",
-            }),
-        },
-        Some(_) => Err(SchemaError::WrongType {
-            field: key,
-            expected: "a string",
-        }),
-        None => Err(SchemaError::Missing(key)),
     }
 }
 
