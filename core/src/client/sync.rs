@@ -28,8 +28,10 @@ use crate::DocumentId;
 /// Sync states are kept per (document, peer); every server instance shares one store, so the
 /// phone keys them by this name rather than by the instance's peer id.
 const SERVER_PEER: &str = "server";
-/// How long one sync may take before it gives up (it can be retried; nothing is lost).
-const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a sync waits for the server's next message before it gives up (it can be
+/// retried; nothing is lost). An idle limit rather than a total one, so that a device with
+/// many drafts can take as long as it keeps making progress.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -366,17 +368,19 @@ impl<'a> Engine<'a> {
 pub(crate) async fn sync_once(inner: &Inner) -> Result<SyncReport, ClientError> {
     let account = inner.store.account()?.ok_or(ClientError::NotRegistered)?;
     let run = async {
-        let mut engine = Engine::start(inner, &account.token).await?;
+        let timed_out = || ClientError::Network("sync timed out waiting for the server".into());
+        let mut engine = tokio::time::timeout(IDLE_TIMEOUT, Engine::start(inner, &account.token))
+            .await
+            .map_err(|_| timed_out())??;
         while !engine.unsettled.is_empty() {
-            let msg = engine.session.recv().await?;
+            let msg = tokio::time::timeout(IDLE_TIMEOUT, engine.session.recv())
+                .await
+                .map_err(|_| timed_out())??;
             engine.handle(msg).await?;
         }
         Ok(engine.close().await)
     };
-    let result = match tokio::time::timeout(SYNC_TIMEOUT, run).await {
-        Ok(r) => r,
-        Err(_) => Err(ClientError::Network("sync timed out".into())),
-    };
+    let result = run.await;
     // A sync writes many small transactions; fold the WAL back while the app is idle-ish.
     if let Err(e) = inner.store.checkpoint() {
         tracing::warn!(error = %e, "WAL checkpoint failed");
