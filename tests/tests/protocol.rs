@@ -250,3 +250,103 @@ async fn bad_input_gets_a_clear_error_and_the_server_keeps_serving() {
     assert_eq!(health.status(), 200);
     server.stop().await;
 }
+
+/// A message carrying exactly `changes`, as a hand-made client would send it.
+fn message_with(heads: Vec<sotong_core::automerge::ChangeHash>, changes: Vec<Vec<u8>>) -> Vec<u8> {
+    sync::Message {
+        heads,
+        need: vec![],
+        have: vec![],
+        changes: changes.into(),
+        supported_capabilities: None,
+        version: sync::MessageVersion::V1,
+    }
+    .encode()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_looking_change_that_does_not_fit_the_history_is_never_stored() {
+    use sotong_core::schema::proposal;
+    let server = TestServer::start(sotong_e2e::Backend::Sqlite).await;
+    let phone = Phone::new(&server);
+    phone.register(&server, &new_phone_number()).await;
+    let mut peer = RawPeer::join(&server, &phone.token()).await;
+    let id = DocumentId::random();
+
+    let mut original = proposal::create("title", "body", "c").unwrap();
+    // A second history under the same actor: its next change reuses a sequence number.
+    let mut impostor = original.fork();
+    impostor.set_actor(original.get_actor().clone());
+    let edit = |field, insert: &str| ProposalEdit::Splice {
+        field,
+        pos: 0,
+        delete: 0,
+        insert: insert.into(),
+    };
+    proposal::apply(&mut original, &edit(TextField::Body, "real ")).unwrap();
+    proposal::apply(&mut impostor, &edit(TextField::Title, "fake ")).unwrap();
+
+    let all: Vec<Vec<u8>> = original
+        .get_changes(&[])
+        .iter()
+        .map(|c| c.raw_bytes().to_vec())
+        .collect();
+    peer.send(&WireMessage::Sync(DocMessage {
+        sender_id: peer.peer_id.clone(),
+        target_id: "server".into(),
+        document_id: id,
+        data: message_with(original.get_heads(), all),
+    }))
+    .await;
+    assert!(matches!(peer.recv().await, Some(WireMessage::Sync(_))));
+
+    let clash = impostor
+        .get_last_local_change()
+        .unwrap()
+        .raw_bytes()
+        .to_vec();
+    peer.send(&WireMessage::Sync(DocMessage {
+        sender_id: peer.peer_id.clone(),
+        target_id: "server".into(),
+        document_id: id,
+        data: message_with(impostor.get_heads(), vec![clash]),
+    }))
+    .await;
+    match peer.recv().await {
+        Some(WireMessage::Rejected { reason, .. }) => {
+            assert!(reason.contains("do not apply"), "{reason}")
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    // The stored document still loads, without the clashing change.
+    let stored = stored_doc(&server, &id).await;
+    assert_eq!(
+        proposal::read(&stored).unwrap(),
+        proposal::read(&original).unwrap()
+    );
+    // And the server still serves it.
+    let mut fresh = Automerge::new();
+    let mut state = sync::State::new();
+    for _ in 0..4 {
+        if proposal::read(&fresh).is_ok() {
+            break;
+        }
+        let Some(m) = fresh.generate_sync_message(&mut state) else {
+            break;
+        };
+        peer.send(&WireMessage::Sync(DocMessage {
+            sender_id: peer.peer_id.clone(),
+            target_id: "server".into(),
+            document_id: id,
+            data: m.encode(),
+        }))
+        .await;
+        if let Some(WireMessage::Sync(d)) = peer.recv().await {
+            fresh
+                .receive_sync_message(&mut state, sync::Message::decode(&d.data).unwrap())
+                .unwrap();
+        }
+    }
+    assert_eq!(proposal::read(&fresh).unwrap().body, "real body");
+    server.stop().await;
+}

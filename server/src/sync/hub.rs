@@ -249,17 +249,9 @@ impl Hub {
             // The peer's sync state is left as it was before this message.
             return Ok(reject(r.0, loaded.doc.get_heads()));
         }
-        if !fresh.is_empty() {
-            let bytes: Vec<u8> = fresh.iter().flat_map(|c| c.raw_bytes().to_vec()).collect();
-            // Stored before it is applied or acknowledged: an accepted edit survives a crash.
-            self.store
-                .append_chunk(&id, ChunkKind::Incremental, &bytes)
-                .await?;
-            loaded.chunk_hashes.push(sha256(&bytes));
-            loaded.ops += fresh.iter().map(|c| c.len()).sum::<usize>();
-            loaded.incremental_bytes += bytes.len();
-        }
-
+        // Applied in memory first: automerge refuses changes that are well-formed but do not
+        // fit the document's history, and those must never reach the store (they would make
+        // the stored document fail to load).
         let before = loaded.doc.get_heads();
         let peer = loaded.peers.entry(who.conn).or_insert_with(|| Peer {
             peer_id: who.peer_id.to_owned(),
@@ -267,8 +259,26 @@ impl Hub {
             outbox: who.outbox.clone(),
         });
         if let Err(e) = loaded.doc.receive_sync_message(&mut peer.state, message) {
-            // The changes were checked and stored; failing here means they do not apply.
+            // Part of the message may have been applied: drop the in-memory copy, so the next
+            // message reloads the document from the store.
+            *guard = None;
             return Ok(reject(format!("changes do not apply: {e}"), before));
+        }
+        if !fresh.is_empty() {
+            let bytes: Vec<u8> = fresh.iter().flat_map(|c| c.raw_bytes().to_vec()).collect();
+            // Stored before anything is acknowledged or relayed: an accepted edit survives a
+            // crash. If storing fails, the in-memory copy is dropped and the peer resends.
+            if let Err(e) = self
+                .store
+                .append_chunk(&id, ChunkKind::Incremental, &bytes)
+                .await
+            {
+                *guard = None;
+                return Err(e.into());
+            }
+            loaded.chunk_hashes.push(sha256(&bytes));
+            loaded.ops += fresh.iter().map(|c| c.len()).sum::<usize>();
+            loaded.incremental_bytes += bytes.len();
         }
         let mut replies = Vec::new();
         if let Some(out) = loaded.doc.generate_sync_message(&mut peer.state) {
