@@ -144,7 +144,7 @@ async fn forged_and_expired_tokens_are_refused() {
     phone.register(&server, &new_phone_number()).await;
     phone.client.create_proposal("t", "b", "c").unwrap();
     phone.client.sync().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     let err = phone.client.sync().await.unwrap_err();
     assert!(
         matches!(err, sotong_core::client::ClientError::Unauthorized(_)),
