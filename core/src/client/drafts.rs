@@ -62,6 +62,17 @@ impl Drafts {
         })
     }
 
+    /// Ids of the drafts loaded now.
+    pub(crate) fn loaded_ids(&self) -> Result<std::collections::HashSet<DocumentId>, ClientError> {
+        Ok(self.lock()?.keys().copied().collect())
+    }
+
+    /// Drops a draft from memory (it is persisted; the next use loads it again).
+    pub(crate) fn unload(&self, id: &DocumentId) -> Result<(), ClientError> {
+        self.lock()?.remove(id);
+        Ok(())
+    }
+
     /// Runs `f` on the draft without changing it.
     pub(crate) fn read<T>(
         &self,

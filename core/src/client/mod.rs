@@ -199,22 +199,29 @@ impl Client {
             .read(&self.inner.store, id, |doc| Ok(proposal::read(doc)?))
     }
 
-    /// Every proposal draft on this device, most recently changed first.
+    /// Every proposal draft on this device, most recently changed first. Read from the
+    /// store's list columns, so listing does not load every draft.
     pub fn list_proposals(&self) -> Result<Vec<ProposalSummary>, ClientError> {
         let mut out = Vec::new();
         for row in self.inner.store.list_documents()? {
             if row.kind != proposal::KIND {
                 continue;
             }
-            // A draft that does not read (e.g. only partly received) is skipped, not fatal.
-            if let Ok(p) = self.read_proposal(&row.id) {
-                out.push(ProposalSummary {
-                    id: row.id,
-                    title: p.title,
-                    category: p.category,
-                    updated_at: row.updated_at,
-                });
-            }
+            let (title, category) = match (row.title, row.category) {
+                (Some(t), Some(c)) => (t, c),
+                // Saved before the list columns existed: read it once.
+                _ => match self.read_proposal(&row.id) {
+                    Ok(p) => (p.title, p.category),
+                    // A draft that does not read (e.g. only partly received) is skipped.
+                    Err(_) => continue,
+                },
+            };
+            out.push(ProposalSummary {
+                id: row.id,
+                title,
+                category,
+                updated_at: row.updated_at,
+            });
         }
         Ok(out)
     }
@@ -262,4 +269,55 @@ pub(crate) fn now_millis() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::proposal::TextField;
+
+    #[test]
+    fn drafts_work_offline_and_the_list_does_not_load_them() {
+        let dir = tempfile::tempdir().unwrap();
+        // Nothing listens there: everything below is offline.
+        let client = Client::open(dir.path(), "http://127.0.0.1:9").unwrap();
+        assert_eq!(client.account().unwrap(), None);
+        let first = client.create_proposal("first", "one", "a").unwrap();
+        let second = client.create_proposal("second", "two", "b").unwrap();
+        client
+            .edit_proposal(&first, ProposalEdit::SetCategory("changed".into()))
+            .unwrap();
+        client
+            .edit_proposal(
+                &second,
+                ProposalEdit::Replace {
+                    field: TextField::Title,
+                    text: "second, renamed".into(),
+                },
+            )
+            .unwrap();
+        let err = client
+            .edit_proposal(&DocumentId::random(), ProposalEdit::SetCategory("x".into()))
+            .unwrap_err();
+        assert!(matches!(err, ClientError::NotFound(_)), "{err:?}");
+        drop(client);
+
+        let client = Client::open(dir.path(), "http://127.0.0.1:9").unwrap();
+        let mut listed: Vec<_> = client
+            .list_proposals()
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.title, s.category))
+            .collect();
+        listed.sort();
+        assert_eq!(
+            listed,
+            vec![
+                ("first".to_owned(), "changed".to_owned()),
+                ("second, renamed".to_owned(), "b".to_owned())
+            ]
+        );
+        assert!(client.inner.drafts.loaded_ids().unwrap().is_empty());
+        assert_eq!(client.read_proposal(&first).unwrap().body, "one");
+    }
 }

@@ -36,6 +36,8 @@ pub struct DocumentRow {
     /// Its root `title` text as of the last save on this phone, if it has one; for showing a
     /// list of drafts without loading each.
     pub title: Option<String>,
+    /// Its root `category` string as of the last save on this phone, if it has one.
+    pub category: Option<String>,
     /// When this phone first stored it, in milliseconds since the Unix epoch.
     pub created_at: i64,
     /// When this phone last stored a change to it, in milliseconds since the Unix epoch.
@@ -86,6 +88,11 @@ fn doc_title(doc: &Automerge) -> Option<String> {
         _ => return None,
     };
     Some(title.chars().take(MAX_TITLE_CHARS).collect())
+}
+
+/// The document's root `category` string, for the list cache.
+fn doc_category(doc: &Automerge) -> Option<String> {
+    crate::schema::read_str(doc, "category").ok()
 }
 
 /// Counts and total sizes of a document's chunks.
@@ -235,7 +242,7 @@ impl Store {
     pub fn list_documents(&self) -> Result<Vec<DocumentRow>, StoreError> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT doc_id, kind, title_cache, created_at, updated_at FROM documents
+                "SELECT doc_id, kind, title_cache, category_cache, created_at, updated_at FROM documents
                  ORDER BY updated_at DESC, created_at DESC, doc_id",
             )?;
             let rows = stmt.query_map([], |r| {
@@ -245,15 +252,17 @@ impl Store {
                     r.get(2)?,
                     r.get(3)?,
                     r.get(4)?,
+                    r.get(5)?,
                 ))
             })?;
             rows.map(|row| {
-                let (id, kind, title, created_at, updated_at) = row?;
+                let (id, kind, title, category, created_at, updated_at) = row?;
                 Ok(DocumentRow {
                     id: DocumentId::from_bytes(&id)
                         .map_err(|_| StoreError::Corrupt("document id is not 16 bytes".into()))?,
                     kind,
                     title,
+                    category,
                     created_at,
                     updated_at,
                 })
@@ -311,8 +320,9 @@ impl Store {
         if !incremental.is_empty() {
             insert_chunk(&tx, id, INCREMENTAL, &incremental)?;
             tx.execute(
-                "UPDATE documents SET updated_at = ?2, title_cache = ?3 WHERE doc_id = ?1",
-                params![id.as_bytes(), now, doc_title(doc)],
+                "UPDATE documents SET updated_at = ?2, title_cache = ?3, category_cache = ?4
+                 WHERE doc_id = ?1",
+                params![id.as_bytes(), now, doc_title(doc), doc_category(doc)],
             )?;
         }
         compact_if_needed(&tx, id, doc)?;
@@ -341,8 +351,9 @@ impl Store {
         }
         drop(delete);
         tx.execute(
-            "UPDATE documents SET updated_at = ?2, title_cache = ?3 WHERE doc_id = ?1",
-            params![id.as_bytes(), now, doc_title(doc)],
+            "UPDATE documents SET updated_at = ?2, title_cache = ?3, category_cache = ?4
+             WHERE doc_id = ?1",
+            params![id.as_bytes(), now, doc_title(doc), doc_category(doc)],
         )?;
         tx.commit()?;
         Ok(())

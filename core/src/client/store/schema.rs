@@ -10,6 +10,7 @@ use super::StoreError;
 pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/001_initial.sql"),
     include_str!("../../../migrations/002_document_titles.sql"),
+    include_str!("../../../migrations/003_document_categories.sql"),
 ];
 
 /// The schema version this code writes.
