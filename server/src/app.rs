@@ -148,7 +148,9 @@ pub async fn serve_with(
     notifier: Arc<dyn Notifier>,
 ) -> Result<ServerHandle, ServeError> {
     let addr = listener.local_addr()?;
-    let app = router(AppState::new(config, store.clone(), notifier));
+    let state = AppState::new(config, store.clone(), notifier);
+    let hub = state.hub.clone();
+    let app = router(state);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         // No Nagle: sync frames are small and latency-bound (40 ms delayed-ACK stalls).
@@ -164,6 +166,9 @@ pub async fn serve_with(
         .with_graceful_shutdown(async move {
             // A dropped handle stops the server as well.
             let _ = stopped.await;
+            // WebSocket sessions last until a peer leaves: close them, or graceful shutdown
+            // would wait for them.
+            hub.shutdown();
         })
         .await
     });

@@ -77,9 +77,16 @@ async fn edits_reach_the_other_device_while_both_are_connected() {
     );
 
     live_a.stop().await;
-    live_b.stop().await;
     assert_eq!(*seen_a.stopped.lock().unwrap(), Some(None));
+
+    // The server shutting down closes B's session, which reports why.
     server.stop().await;
+    let reported = eventually(Duration::from_secs(10), || async {
+        seen_b.stopped.lock().unwrap().clone()
+    })
+    .await;
+    assert!(matches!(reported, Some(Some(_))), "{reported:?}");
+    live_b.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,7 +34,15 @@ pub async fn serve(socket: WebSocket, hub: Arc<Hub>, account: AccountId) {
 
     let mut peer_id: Option<String> = None;
     let mut touched: HashSet<DocumentId> = HashSet::new();
-    while let Some(frame) = stream.next().await {
+    let mut closing = hub.closing();
+    loop {
+        let frame = tokio::select! {
+            frame = stream.next() => match frame {
+                Some(frame) => frame,
+                None => break,
+            },
+            _ = closing.wait_for(|c| *c) => break,
+        };
         let bytes = match frame {
             Ok(Message::Binary(b)) => b,
             Ok(Message::Close(_)) | Err(_) => break,

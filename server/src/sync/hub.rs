@@ -72,6 +72,8 @@ pub struct Hub {
     server_peer_id: String,
     docs: StdMutex<HashMap<DocumentId, Slot>>,
     ops_budget: usize,
+    /// Becomes true when the server shuts down; every connection then closes.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// The requesting side of a document message.
@@ -101,7 +103,18 @@ impl Hub {
             server_peer_id: format!("sotong-server-{}", hex::encode(suffix)),
             docs: StdMutex::new(HashMap::new()),
             ops_budget,
+            closing: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Asks every connection to close (server shutdown).
+    pub fn shutdown(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves when the server shuts down.
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     /// This instance's automerge-repo peer id.
