@@ -743,7 +743,12 @@ fn phone_memory(exe: &Path, dir: &Path, chars: usize, count: usize) -> Result<Va
 fn phone_mem_child(dir: &Path) -> Result<()> {
     let client = Client::open(dir, OFFLINE_URL)?;
     let before = proc_rss_kb("self")?;
-    let drafts = client.list_proposals()?.len(); // loads (and keeps loaded) every draft
+    // The list reads cached columns; reading each draft loads it (and keeps it loaded).
+    let summaries = client.list_proposals()?;
+    for s in &summaries {
+        client.read_proposal(&s.id)?;
+    }
+    let drafts = summaries.len();
     let after = proc_rss_kb("self")?;
     println!(
         "{}",
