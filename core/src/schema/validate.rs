@@ -105,7 +105,12 @@ fn ops_of(change: &Change) -> Result<Vec<Op>, Rejection> {
     let reference_ops = &r.change.operations;
     let kind = |i: usize| discriminant(&reference_ops[i].action);
     let root = discriminant(&reference_ops[r.root_put].obj);
-    let expanded = change.decode();
+    // automerge 0.6.1 panics expanding some malformed changes that parse (an operation naming
+    // an actor the change does not list): a bad change must be refused, never crash the check.
+    let Ok(expanded) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| change.decode()))
+    else {
+        return reject("a change could not be read");
+    };
     let mut out = Vec::with_capacity(expanded.operations.len());
     // Consecutive operations mostly touch the same object: format its id once.
     let mut last = None;

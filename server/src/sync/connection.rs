@@ -5,12 +5,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket};
-use futures_util::{SinkExt, StreamExt};
+use std::panic::AssertUnwindSafe;
+
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use sotong_core::wire::{PeerMetadata, WireMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use sotong_core::DocumentId;
 use tokio::sync::mpsc;
 
-use super::hub::{ConnId, Hub, Outcome, Requester};
+use super::hub::{ConnId, Hub, HubError, Outcome, Requester};
 use crate::store::AccountId;
 
 /// Frames queued for one connection before it counts as too slow.
@@ -121,7 +123,16 @@ pub async fn serve(socket: WebSocket, hub: Arc<Hub>, account: AccountId) {
                     account,
                     outbox: &outbox,
                 };
-                match hub.handle(&who, &d, is_request).await {
+                // A panic inside automerge must cost this message, not the connection (or the
+                // in-memory document, which is dropped and reloaded from the store).
+                let handled = AssertUnwindSafe(hub.handle(&who, &d, is_request))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| {
+                        hub.forget(&d.document_id);
+                        Err(HubError::Internal)
+                    });
+                match handled {
                     Ok(Outcome::Reply(replies)) => {
                         touched.insert(d.document_id);
                         for r in replies {

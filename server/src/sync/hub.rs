@@ -41,6 +41,9 @@ pub enum HubError {
     /// A stored document does not load.
     #[error("stored document is corrupt")]
     Corrupt(String),
+    /// A bug (a panic while handling the message); the document was reloaded.
+    #[error("internal error")]
+    Internal,
 }
 
 struct Peer {
@@ -105,6 +108,14 @@ impl Hub {
             ops_budget,
             closing: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Drops the in-memory copy of a document; the next message reloads it from the store.
+    pub fn forget(&self, id: &DocumentId) {
+        self.docs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
     }
 
     /// Asks every connection to close (server shutdown).
