@@ -181,6 +181,35 @@ fn meta_from_row(row: &Row) -> StoreResult<DocumentMeta> {
     })
 }
 
+/// Inserts a chunk (a no-op if the document already has it) under the document's chunk lock,
+/// held until the transaction ends, so that within a document `seq` order is commit order and
+/// an instance catching up by `seq` never skips a chunk.
+async fn insert_chunk_locked(
+    tx: &tokio_postgres::Transaction<'_>,
+    doc: &DocumentId,
+    kind: ChunkKind,
+    hash: &[u8; 32],
+    bytes: &[u8],
+) -> StoreResult<()> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, $2)",
+        &[&CHUNK_LOCK_SPACE, &chunk_lock_key(doc)],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO chunks (doc_id, hash, kind, bytes) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (doc_id, hash) DO NOTHING",
+        &[
+            &doc.as_bytes().as_slice(),
+            &hash.as_slice(),
+            &kind.as_str(),
+            &bytes,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 fn retry_after(oldest: Option<i64>, window: i64, now: i64) -> i64 {
     oldest.map_or(window, |t| t + window - now).max(1)
 }
@@ -251,22 +280,7 @@ impl Store for PgStore {
         let hash = chunk_hash(bytes);
         let mut conn = self.pool.get().await?;
         let tx = conn.transaction().await?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1, $2)",
-            &[&CHUNK_LOCK_SPACE, &chunk_lock_key(doc)],
-        )
-        .await?;
-        tx.execute(
-            "INSERT INTO chunks (doc_id, hash, kind, bytes) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (doc_id, hash) DO NOTHING",
-            &[
-                &doc.as_bytes().as_slice(),
-                &hash.as_slice(),
-                &kind.as_str(),
-                &bytes,
-            ],
-        )
-        .await?;
+        insert_chunk_locked(&tx, doc, kind, &hash, bytes).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -307,22 +321,7 @@ impl Store for PgStore {
             .collect();
         let mut conn = self.pool.get().await?;
         let tx = conn.transaction().await?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1, $2)",
-            &[&CHUNK_LOCK_SPACE, &chunk_lock_key(doc)],
-        )
-        .await?;
-        tx.execute(
-            "INSERT INTO chunks (doc_id, hash, kind, bytes) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (doc_id, hash) DO NOTHING",
-            &[
-                &doc.as_bytes().as_slice(),
-                &snapshot_hash.as_slice(),
-                &ChunkKind::Snapshot.as_str(),
-                &snapshot,
-            ],
-        )
-        .await?;
+        insert_chunk_locked(&tx, doc, ChunkKind::Snapshot, &snapshot_hash, snapshot).await?;
         tx.execute(
             "DELETE FROM chunks WHERE doc_id = $1 AND hash = ANY($2)",
             &[&doc.as_bytes().as_slice(), &doomed],
