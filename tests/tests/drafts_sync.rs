@@ -5,15 +5,6 @@ use sotong_core::automerge::sync::SyncDoc;
 use sotong_core::schema::proposal::{self, ProposalEdit, TextField};
 use sotong_e2e::{new_phone_number, Backend, Phone, TestServer, BACKENDS};
 
-fn splice(field: TextField, pos: usize, insert: &str) -> ProposalEdit {
-    ProposalEdit::Splice {
-        field,
-        pos,
-        delete: 0,
-        insert: insert.into(),
-    }
-}
-
 async fn two_devices_merge_offline_edits(backend: Backend) {
     let server = TestServer::start(backend).await;
     let citizen = new_phone_number();
@@ -42,14 +33,14 @@ async fn two_devices_merge_offline_edits(backend: Backend) {
 
     // Both offline: A edits the body; B edits the title and the body at another place.
     a.client
-        .edit_proposal(&id, splice(TextField::Body, 0, "[A] "))
+        .edit_proposal(&id, ProposalEdit::insert(TextField::Body, 0, "[A] "))
         .unwrap();
     b.client
-        .edit_proposal(&id, splice(TextField::Title, 0, "[B] "))
+        .edit_proposal(&id, ProposalEdit::insert(TextField::Title, 0, "[B] "))
         .unwrap();
     let body_len = b.client.read_proposal(&id).unwrap().body.chars().count();
     b.client
-        .edit_proposal(&id, splice(TextField::Body, body_len, " [B]"))
+        .edit_proposal(&id, ProposalEdit::insert(TextField::Body, body_len, " [B]"))
         .unwrap();
 
     a.client.sync().await.unwrap();
@@ -104,7 +95,7 @@ async fn server_restart_between_syncs_loses_nothing() {
 
         let second = a.client.create_proposal("second", "two", "c2").unwrap();
         a.client
-            .edit_proposal(&first, splice(TextField::Body, 3, " more"))
+            .edit_proposal(&first, ProposalEdit::insert(TextField::Body, 3, " more"))
             .unwrap();
         a.client.sync().await.unwrap();
         server.restart().await;

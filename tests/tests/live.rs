@@ -25,15 +25,6 @@ impl SyncListener for Seen {
     }
 }
 
-fn append(insert: &str, at: usize) -> ProposalEdit {
-    ProposalEdit::Splice {
-        field: TextField::Body,
-        pos: at,
-        delete: 0,
-        insert: insert.into(),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edits_reach_the_other_device_while_both_are_connected() {
     let server = TestServer::start(Backend::Sqlite).await;
@@ -53,7 +44,9 @@ async fn edits_reach_the_other_device_while_both_are_connected() {
 
     for (i, word) in ["one ", "two ", "three "].iter().enumerate() {
         let len = a.client.read_proposal(&id).unwrap().body.chars().count();
-        a.client.edit_proposal(&id, append(word, len)).unwrap();
+        a.client
+            .edit_proposal(&id, ProposalEdit::insert(TextField::Body, len, *word))
+            .unwrap();
         let arrived = eventually(Duration::from_secs(10), || async {
             let body = b.client.read_proposal(&id).unwrap().body;
             body.ends_with(word).then_some(body)
@@ -64,7 +57,9 @@ async fn edits_reach_the_other_device_while_both_are_connected() {
     assert!(seen_b.changed.lock().unwrap().contains(&id));
 
     // And the other way round.
-    b.client.edit_proposal(&id, append("[B] ", 0)).unwrap();
+    b.client
+        .edit_proposal(&id, ProposalEdit::insert(TextField::Body, 0, "[B] "))
+        .unwrap();
     let arrived = eventually(Duration::from_secs(10), || async {
         let body = a.client.read_proposal(&id).unwrap().body;
         body.starts_with("[B] ").then_some(())
@@ -105,8 +100,12 @@ async fn two_server_instances_on_one_postgres_serve_the_same_document() {
     assert_eq!(b.client.read_proposal(&id).unwrap().title, "두 서버");
 
     // Concurrent edits through different instances, then each syncs through its own.
-    a.client.edit_proposal(&id, append("A:", 0)).unwrap();
-    b.client.edit_proposal(&id, append(":B", 4)).unwrap();
+    a.client
+        .edit_proposal(&id, ProposalEdit::insert(TextField::Body, 0, "A:"))
+        .unwrap();
+    b.client
+        .edit_proposal(&id, ProposalEdit::insert(TextField::Body, 4, ":B"))
+        .unwrap();
     a.client.sync().await.unwrap();
     b.client.sync().await.unwrap();
     a.client.sync().await.unwrap();

@@ -89,6 +89,18 @@ pub enum ProposalEdit {
     SetCategory(String),
 }
 
+impl ProposalEdit {
+    /// Inserts `text` at `pos` (in characters) in a text field.
+    pub fn insert(field: TextField, pos: usize, text: impl Into<String>) -> Self {
+        ProposalEdit::Splice {
+            field,
+            pos,
+            delete: 0,
+            insert: text.into(),
+        }
+    }
+}
+
 /// Creates a new proposal draft document in one change.
 pub fn create(title: &str, body: &str, category: &str) -> Result<Automerge, SchemaError> {
     check_category(category)?;

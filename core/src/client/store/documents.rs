@@ -381,15 +381,6 @@ mod tests {
         }
     }
 
-    fn splice(field: TextField, pos: usize, insert: &str) -> ProposalEdit {
-        ProposalEdit::Splice {
-            field,
-            pos,
-            delete: 0,
-            insert: insert.into(),
-        }
-    }
-
     fn open(path: &Path) -> Store {
         Store::open(path).unwrap()
     }
@@ -409,7 +400,8 @@ mod tests {
             assert_eq!(heads, doc.get_heads());
             for (n, word) in ["more ", "buses ", "please"].iter().enumerate() {
                 let len = proposal::read(&doc).unwrap().body.chars().count();
-                proposal::apply(&mut doc, &splice(TextField::Body, len, word)).unwrap();
+                proposal::apply(&mut doc, &ProposalEdit::insert(TextField::Body, len, *word))
+                    .unwrap();
                 // Some drafts are saved after every edit, others once after several.
                 if i % 2 == 0 || n == 2 {
                     store.save_document(&id, &doc, &mut heads).unwrap();
@@ -521,7 +513,7 @@ mod tests {
         let mut heads = Vec::new();
         let mut saw_snapshot = false;
         for i in 0..200 {
-            proposal::apply(&mut doc, &splice(TextField::Body, i, "x")).unwrap();
+            proposal::apply(&mut doc, &ProposalEdit::insert(TextField::Body, i, "x")).unwrap();
             store.save_document(&id, &doc, &mut heads).unwrap();
             let stats = store.chunk_stats(&id);
             assert!(stats.snapshots <= 1, "{stats:?}");
@@ -562,11 +554,19 @@ mod tests {
         // Both load the same state, then edit it differently.
         let mut in_a = a.load_document(&id).unwrap().unwrap();
         let mut in_b = b.load_document(&id).unwrap().unwrap();
-        proposal::apply(&mut in_b.doc, &splice(TextField::Body, 0, "B says: ")).unwrap();
+        proposal::apply(
+            &mut in_b.doc,
+            &ProposalEdit::insert(TextField::Body, 0, "B says: "),
+        )
+        .unwrap();
 
         // A saves many times, compacting along the way, while B's edit is not saved yet.
         for i in 0..40 {
-            proposal::apply(&mut in_a.doc, &splice(TextField::Title, 5 + i, "!")).unwrap();
+            proposal::apply(
+                &mut in_a.doc,
+                &ProposalEdit::insert(TextField::Title, 5 + i, "!"),
+            )
+            .unwrap();
             a.save_document(&id, &in_a.doc, &mut in_a.saved_heads)
                 .unwrap();
         }
@@ -578,7 +578,11 @@ mod tests {
         let mut b_compacted = false;
         for i in 0..40 {
             let before = b.chunk_stats(&id);
-            proposal::apply(&mut in_b.doc, &splice(TextField::Body, 8 + i, "b")).unwrap();
+            proposal::apply(
+                &mut in_b.doc,
+                &ProposalEdit::insert(TextField::Body, 8 + i, "b"),
+            )
+            .unwrap();
             b.save_document(&id, &in_b.doc, &mut in_b.saved_heads)
                 .unwrap();
             b_compacted |= b.chunk_stats(&id).incrementals <= before.incrementals;
@@ -618,7 +622,8 @@ mod tests {
                     let store = Store::open(&path).unwrap();
                     let mut mine = store.load_document(&id).unwrap().unwrap();
                     for i in 0..60 {
-                        proposal::apply(&mut mine.doc, &splice(field, i, "z")).unwrap();
+                        proposal::apply(&mut mine.doc, &ProposalEdit::insert(field, i, "z"))
+                            .unwrap();
                         store
                             .save_document(&id, &mine.doc, &mut mine.saved_heads)
                             .unwrap();
@@ -644,7 +649,7 @@ mod tests {
         let mut doc = base.clone();
         let mut heads = Vec::new();
         for i in 0..12 {
-            proposal::apply(&mut doc, &splice(TextField::Body, i, "r")).unwrap();
+            proposal::apply(&mut doc, &ProposalEdit::insert(TextField::Body, i, "r")).unwrap();
             store.save_document(&id, &doc, &mut heads).unwrap();
         }
         // Rewind to the accepted state: the refused edits must not come back.
