@@ -71,6 +71,28 @@ async fn edits_reach_the_other_device_while_both_are_connected() {
         "[B] one two three "
     );
 
+    // A draft created on A while both are connected reaches B too.
+    let new = a
+        .client
+        .create_proposal("새 초안", "made while B was live", "c")
+        .unwrap();
+    let arrived = eventually(Duration::from_secs(10), || async {
+        b.client.read_proposal(&new).ok()
+    })
+    .await;
+    assert_eq!(arrived.map(|p| p.title), Some("새 초안".to_owned()));
+    assert!(seen_b.changed.lock().unwrap().contains(&new));
+    // And B's edits to it flow back.
+    b.client
+        .edit_proposal(&new, ProposalEdit::insert(TextField::Body, 0, "B: "))
+        .unwrap();
+    let back = eventually(Duration::from_secs(10), || async {
+        let body = a.client.read_proposal(&new).unwrap().body;
+        body.starts_with("B: ").then_some(body)
+    })
+    .await;
+    assert!(back.is_some());
+
     live_a.stop().await;
     assert_eq!(*seen_a.stopped.lock().unwrap(), Some(None));
 

@@ -248,9 +248,39 @@ impl<'a> Engine<'a> {
         Ok(())
     }
 
+    /// Starts tracking a document the server brought up.
+    fn adopt(&mut self, id: DocumentId) -> Result<(), ClientError> {
+        let known = self.inner.store.load_document(&id)?.is_some();
+        let state = if known {
+            self.inner
+                .store
+                .load_sync_state(&id, SERVER_PEER)?
+                .unwrap_or_default()
+        } else {
+            sync::State::new()
+        };
+        self.docs.insert(
+            id,
+            Progress {
+                state,
+                pending: (!known).then(Automerge::new),
+                sent_changes: false,
+                received_changes: false,
+                refusals: 0,
+            },
+        );
+        self.unsettled.insert(id);
+        Ok(())
+    }
+
     async fn handle(&mut self, msg: WireMessage) -> Result<(), ClientError> {
         match msg {
             WireMessage::Sync(d) => {
+                if !self.docs.contains_key(&d.document_id) {
+                    // The server offers a draft this session has not mentioned: one just
+                    // created on another of the citizen's devices.
+                    self.adopt(d.document_id)?;
+                }
                 let Some(p) = self.docs.get_mut(&d.document_id) else {
                     return Ok(());
                 };

@@ -1,6 +1,5 @@
 //! One WebSocket connection speaking the automerge-repo protocol for one authenticated device.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -9,7 +8,6 @@ use std::panic::AssertUnwindSafe;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use sotong_core::wire::{PeerMetadata, WireMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION};
-use sotong_core::DocumentId;
 use tokio::sync::mpsc;
 
 use super::hub::{ConnId, Hub, HubError, Outcome, Requester};
@@ -35,7 +33,6 @@ pub async fn serve(socket: WebSocket, hub: Arc<Hub>, account: AccountId) {
     });
 
     let mut peer_id: Option<String> = None;
-    let mut touched: HashSet<DocumentId> = HashSet::new();
     let mut closing = hub.closing();
     loop {
         let frame = tokio::select! {
@@ -103,6 +100,7 @@ pub async fn serve(socket: WebSocket, hub: Arc<Hub>, account: AccountId) {
                         }),
                     },
                 );
+                hub.join(conn, account, &sender_id, &outbox);
                 peer_id = Some(sender_id);
             }
             (WireMessage::Join { .. }, Some(p)) => {
@@ -134,7 +132,6 @@ pub async fn serve(socket: WebSocket, hub: Arc<Hub>, account: AccountId) {
                     });
                 match handled {
                     Ok(Outcome::Reply(replies)) => {
-                        touched.insert(d.document_id);
                         for r in replies {
                             send(&outbox, r);
                         }
@@ -166,8 +163,7 @@ pub async fn serve(socket: WebSocket, hub: Arc<Hub>, account: AccountId) {
         }
     }
     drop(outbox);
-    let touched: Vec<_> = touched.into_iter().collect();
-    hub.disconnect(conn, &touched).await;
+    hub.disconnect(conn).await;
     let _ = writer.await;
 }
 

@@ -77,6 +77,16 @@ pub struct Hub {
     ops_budget: usize,
     /// Becomes true when the server shuts down; every connection then closes.
     closing: tokio::sync::watch::Sender<bool>,
+    /// Joined connections: whom a new document of an account is offered to, and which
+    /// documents each connection must be removed from when it closes.
+    conns: StdMutex<HashMap<ConnId, Conn>>,
+}
+
+struct Conn {
+    account: AccountId,
+    peer_id: String,
+    outbox: Outbox,
+    docs: std::collections::HashSet<DocumentId>,
 }
 
 /// The requesting side of a document message.
@@ -107,6 +117,53 @@ impl Hub {
             docs: StdMutex::new(HashMap::new()),
             ops_budget,
             closing: tokio::sync::watch::Sender::new(false),
+            conns: StdMutex::new(HashMap::new()),
+        }
+    }
+
+    /// Registers a connection once its peer has joined.
+    pub fn join(&self, conn: ConnId, account: AccountId, peer_id: &str, outbox: &Outbox) {
+        self.lock_conns().insert(
+            conn,
+            Conn {
+                account,
+                peer_id: peer_id.to_owned(),
+                outbox: outbox.clone(),
+                docs: Default::default(),
+            },
+        );
+    }
+
+    fn lock_conns(&self) -> std::sync::MutexGuard<'_, HashMap<ConnId, Conn>> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes `conn` a peer of the document (it is then sent later changes).
+    fn attach(&self, id: &DocumentId, loaded: &mut Loaded, conn: ConnId) {
+        let mut conns = self.lock_conns();
+        let Some(c) = conns.get_mut(&conn) else {
+            return;
+        };
+        c.docs.insert(*id);
+        loaded.peers.entry(conn).or_insert_with(|| Peer {
+            peer_id: c.peer_id.clone(),
+            state: sync::State::new(),
+            outbox: c.outbox.clone(),
+        });
+    }
+
+    /// A document was just created: the account's other connected devices become its peers,
+    /// so the fan-out offers it to them (an automerge-repo peer accepts a sync message for a
+    /// document it does not have yet).
+    fn offer_to_other_devices(&self, id: &DocumentId, loaded: &mut Loaded, from: ConnId) {
+        let others: Vec<ConnId> = self
+            .lock_conns()
+            .iter()
+            .filter(|(c, entry)| **c != from && entry.account == loaded.meta.owner)
+            .map(|(c, _)| *c)
+            .collect();
+        for conn in others {
+            self.attach(id, loaded, conn);
         }
     }
 
@@ -213,6 +270,7 @@ impl Hub {
 
         let slot = self.slot(&id);
         let mut guard = slot.lock().await;
+        let mut created = false;
         if guard.is_none() {
             match self.store.document(&id).await? {
                 Some(meta) => *guard = Some(self.load(meta).await?),
@@ -238,6 +296,7 @@ impl Hub {
                             None => return Ok(unavailable(None)),
                         }
                     } else {
+                        created = true;
                         *guard = Some(Loaded {
                             meta,
                             doc: empty,
@@ -277,11 +336,11 @@ impl Hub {
         // fit the document's history, and those must never reach the store (they would make
         // the stored document fail to load).
         let before = loaded.doc.get_heads();
-        let peer = loaded.peers.entry(who.conn).or_insert_with(|| Peer {
-            peer_id: who.peer_id.to_owned(),
-            state: sync::State::new(),
-            outbox: who.outbox.clone(),
-        });
+        self.attach(&id, loaded, who.conn);
+        let Some(peer) = loaded.peers.get_mut(&who.conn) else {
+            // Not joined (the connection registers on `join`, before any document message).
+            return Ok(unavailable(None));
+        };
         if let Err(e) = loaded.doc.receive_sync_message(&mut peer.state, message) {
             // Part of the message may have been applied: drop the in-memory copy, so the next
             // message reloads the document from the store.
@@ -305,6 +364,9 @@ impl Hub {
             loaded.incremental_bytes += bytes.len();
         }
         let mut replies = Vec::new();
+        let Some(peer) = loaded.peers.get_mut(&who.conn) else {
+            return Ok(Outcome::Reply(replies));
+        };
         if let Some(out) = loaded.doc.generate_sync_message(&mut peer.state) {
             replies.push(WireMessage::Sync(DocMessage {
                 sender_id: self.server_peer_id.clone(),
@@ -312,6 +374,9 @@ impl Hub {
                 document_id: id,
                 data: out.encode(),
             }));
+        }
+        if created {
+            self.offer_to_other_devices(&id, loaded, who.conn);
         }
         if loaded.doc.get_heads() != before {
             self.fan_out(&id, loaded, who.conn);
@@ -423,8 +488,13 @@ impl Hub {
     }
 
     /// Forgets a closed connection everywhere and drops idle documents beyond the budget.
-    pub async fn disconnect(&self, conn: ConnId, docs: &[DocumentId]) {
-        for id in docs {
+    pub async fn disconnect(&self, conn: ConnId) {
+        let docs = self
+            .lock_conns()
+            .remove(&conn)
+            .map(|c| c.docs)
+            .unwrap_or_default();
+        for id in &docs {
             let slot = self.slot(id);
             let mut guard = slot.lock().await;
             if let Some(loaded) = guard.as_mut() {
@@ -523,6 +593,7 @@ mod tests {
         // Each draft below holds about 30 operations: room for two.
         let hub = Hub::with_ops_budget(store.clone(), 70);
         let (outbox, _rx) = mpsc::channel(64);
+        hub.join(1, 7, "phone", &outbox);
         let who = Requester {
             conn: 1,
             peer_id: "phone",
@@ -539,9 +610,10 @@ mod tests {
         }
         // All in use by the connection: nothing is dropped.
         assert_eq!(hub.loaded_documents(), 4);
-        hub.disconnect(1, &ids).await;
+        hub.disconnect(1).await;
         assert!(hub.loaded_documents() <= 2, "{}", hub.loaded_documents());
         // A dropped document comes back from the store when asked for.
+        hub.join(2, 7, "tablet", &outbox);
         let who = Requester {
             conn: 2,
             peer_id: "tablet",
