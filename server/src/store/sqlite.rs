@@ -123,6 +123,27 @@ fn meta_from_parts(parts: (Vec<u8>, i64, String, i64)) -> StoreResult<DocumentMe
     })
 }
 
+/// Inserts a chunk; a no-op if the document already has it.
+fn insert_chunk(
+    conn: &rusqlite::Connection,
+    doc: &DocumentId,
+    kind: ChunkKind,
+    hash: &[u8; 32],
+    bytes: &[u8],
+) -> StoreResult<()> {
+    conn.execute(
+        "INSERT INTO chunks (doc_id, hash, kind, bytes) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (doc_id, hash) DO NOTHING",
+        params![
+            doc.as_bytes().as_slice(),
+            hash.as_slice(),
+            kind.as_str(),
+            bytes
+        ],
+    )?;
+    Ok(())
+}
+
 /// Count of rows in the window and the oldest `created_at` among them.
 fn window_count(
     tx: &rusqlite::Transaction<'_>,
@@ -207,17 +228,7 @@ impl Store for SqliteStore {
         let doc = *doc;
         let bytes = bytes.to_vec();
         self.call(move |conn| {
-            let hash = chunk_hash(&bytes);
-            conn.execute(
-                "INSERT INTO chunks (doc_id, hash, kind, bytes) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (doc_id, hash) DO NOTHING",
-                params![
-                    doc.as_bytes().as_slice(),
-                    hash.as_slice(),
-                    kind.as_str(),
-                    bytes
-                ],
-            )?;
+            insert_chunk(conn, &doc, kind, &chunk_hash(&bytes), &bytes)?;
             Ok(())
         })
         .await
@@ -265,16 +276,7 @@ impl Store for SqliteStore {
         self.call(move |conn| {
             let snapshot_hash = chunk_hash(&snapshot);
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute(
-                "INSERT INTO chunks (doc_id, hash, kind, bytes) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (doc_id, hash) DO NOTHING",
-                params![
-                    doc.as_bytes().as_slice(),
-                    snapshot_hash.as_slice(),
-                    ChunkKind::Snapshot.as_str(),
-                    snapshot
-                ],
-            )?;
+            insert_chunk(&tx, &doc, ChunkKind::Snapshot, &snapshot_hash, &snapshot)?;
             {
                 let mut del =
                     tx.prepare_cached("DELETE FROM chunks WHERE doc_id = ?1 AND hash = ?2")?;
