@@ -10,7 +10,7 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use sotong_core::wire::{PeerMetadata, WireMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
 
-use super::hub::{ConnId, Hub, HubError, Outcome, Requester};
+use super::hub::{ConnId, Hub, HubError, Requester};
 use crate::store::AccountId;
 
 /// Frames queued for one connection before it counts as too slow.
@@ -131,7 +131,7 @@ pub async fn serve(socket: WebSocket, hub: Arc<Hub>, account: AccountId) {
                         Err(HubError::Internal)
                     });
                 match handled {
-                    Ok(Outcome::Reply(replies)) => {
+                    Ok(replies) => {
                         for r in replies {
                             send(&outbox, r);
                         }

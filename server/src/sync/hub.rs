@@ -25,12 +25,8 @@ const LOADED_OPS_BUDGET: usize = 1_000_000;
 /// (it resyncs on reconnect) rather than holding memory or a document lock.
 pub type Outbox = mpsc::Sender<Vec<u8>>;
 
-/// What the connection should do after a document message.
-#[derive(Debug)]
-pub enum Outcome {
-    /// Frames to send to this peer (replies), in order.
-    Reply(Vec<WireMessage>),
-}
+/// Frames to send back to the peer, in order.
+pub type Replies = Vec<WireMessage>;
 
 /// Why a message could not be handled; the connection reports it and keeps serving.
 #[derive(Debug, thiserror::Error)]
@@ -201,7 +197,7 @@ impl Hub {
         who: &Requester<'_>,
         msg: &DocMessage,
         is_request: bool,
-    ) -> Result<Outcome, HubError> {
+    ) -> Result<Replies, HubError> {
         let before = self.loaded_documents();
         let outcome = self.handle_loaded(who, msg, is_request).await;
         if self.loaded_documents() > before {
@@ -215,7 +211,7 @@ impl Hub {
         who: &Requester<'_>,
         msg: &DocMessage,
         is_request: bool,
-    ) -> Result<Outcome, HubError> {
+    ) -> Result<Replies, HubError> {
         let id = msg.document_id;
         // What a peer gets for a document it may not see: the same as for one that does not
         // exist. A `request` (the peer has nothing) is answered "unavailable"; a `sync` (the
@@ -238,21 +234,21 @@ impl Hub {
                 }
                 _ => None,
             };
-            Outcome::Reply(vec![reply.unwrap_or_else(|| WireMessage::DocUnavailable {
+            vec![reply.unwrap_or_else(|| WireMessage::DocUnavailable {
                 sender_id: self.server_peer_id.clone(),
                 target_id: who.peer_id.to_owned(),
                 document_id: id,
-            })])
+            })]
         };
         let reject = |reason: String, heads: Vec<ChangeHash>| {
             tracing::info!(doc = %id, %reason, "refused a sync message");
-            Outcome::Reply(vec![WireMessage::Rejected {
+            vec![WireMessage::Rejected {
                 sender_id: self.server_peer_id.clone(),
                 target_id: who.peer_id.to_owned(),
                 document_id: id,
                 reason,
                 heads,
-            }])
+            }]
         };
         let message = match sync::Message::decode(&msg.data) {
             Ok(m) => m,
@@ -365,7 +361,7 @@ impl Hub {
         }
         let mut replies = Vec::new();
         let Some(peer) = loaded.peers.get_mut(&who.conn) else {
-            return Ok(Outcome::Reply(replies));
+            return Ok(replies);
         };
         if let Some(out) = loaded.doc.generate_sync_message(&mut peer.state) {
             replies.push(WireMessage::Sync(DocMessage {
@@ -382,7 +378,7 @@ impl Hub {
             self.fan_out(&id, loaded, who.conn);
             self.maybe_compact(&id, loaded).await;
         }
-        Ok(Outcome::Reply(replies))
+        Ok(replies)
     }
 
     /// Sends every other peer of the document what it is missing.
@@ -575,7 +571,7 @@ mod tests {
                 document_id: id,
                 data: msg.encode(),
             };
-            let Outcome::Reply(replies) = hub.handle(who, &d, false).await.unwrap();
+            let replies = hub.handle(who, &d, false).await.unwrap();
             for r in replies {
                 if let WireMessage::Sync(d) = r {
                     let m = sync::Message::decode(&d.data).unwrap();
