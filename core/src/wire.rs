@@ -85,6 +85,9 @@ pub enum WireMessage {
         target_id: PeerId,
         /// The document concerned.
         document_id: DocumentId,
+        /// A stable, machine-readable code a client can act on (e.g. `too_long`,
+        /// `account_documents`); see `schema::validate::codes`.
+        code: String,
         /// Why, for the citizen and the logs (no personal data).
         reason: String,
         /// The server's heads for the document after refusing.
@@ -186,6 +189,8 @@ impl WireMessage {
                 sender_id: f.text("senderId")?,
                 target_id: f.text("targetId")?,
                 document_id: f.document_id()?,
+                // Older servers sent no code.
+                code: map.text("code").unwrap_or("refused").to_owned(),
                 reason: f.text("reason")?,
                 heads: f.heads("heads")?,
             },
@@ -279,6 +284,7 @@ impl WireMessage {
                 sender_id,
                 target_id,
                 document_id,
+                code,
                 reason,
                 heads,
             } => {
@@ -286,6 +292,7 @@ impl WireMessage {
                 put("senderId", text(sender_id));
                 put("targetId", text(target_id));
                 put("documentId", Value::Text(document_id.to_string()));
+                put("code", text(code));
                 put("reason", text(reason));
                 put(
                     "heads",
@@ -469,6 +476,7 @@ mod tests {
             sender_id: "a".into(),
             target_id: "b".into(),
             document_id: doc,
+            code: "invalid_change".into(),
             reason: "title must be text".into(),
             heads: vec![ChangeHash([7; 32])],
         });

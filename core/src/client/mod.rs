@@ -7,6 +7,7 @@
 mod api;
 mod drafts;
 mod error;
+mod recover;
 pub mod store;
 mod sync;
 

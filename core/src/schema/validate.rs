@@ -13,8 +13,21 @@ use super::{schema_for, FieldType, Schema, KIND_FIELD};
 /// Why a batch of changes was refused. The text is shown to the citizen and logged; it holds
 /// no document content.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Rejection(pub String);
+#[error("{message}")]
+pub struct Rejection {
+    /// A stable code a client can act on (one of [`codes`]).
+    pub code: &'static str,
+    /// What was wrong, for humans.
+    pub message: String,
+}
+
+/// The codes a [`Rejection`] (and the wire's `sotong-rejected`) carries.
+pub mod codes {
+    /// A change breaks the document's schema (unknown field, wrong type, …).
+    pub const INVALID_CHANGE: &str = "invalid_change";
+    /// The changes could not be read at all.
+    pub const UNREADABLE: &str = "unreadable_change";
+}
 
 /// What an operation does, as far as schemas care.
 #[derive(Debug, Clone, PartialEq)]
@@ -169,7 +182,10 @@ fn ops_of(change: &Change) -> Result<Vec<Op>, Rejection> {
 type OpId = String;
 
 fn reject<T>(msg: impl Into<String>) -> Result<T, Rejection> {
-    Err(Rejection(msg.into()))
+    Err(Rejection {
+        code: codes::INVALID_CHANGE,
+        message: msg.into(),
+    })
 }
 
 /// What is known about a document before a batch: its kind and the objects its fields hold.
@@ -418,7 +434,7 @@ mod tests {
         tx.commit();
         check_changes(doc, &new_changes(doc, &edited))
             .unwrap_err()
-            .0
+            .message
     }
 
     #[test]
@@ -470,7 +486,7 @@ mod tests {
         tx.commit();
         assert!(check_changes(&empty, &new_changes(&empty, &doc))
             .unwrap_err()
-            .0
+            .message
             .contains("first set its \"type\""));
         let mut doc = Automerge::new();
         let mut tx = doc.transaction();
@@ -478,7 +494,7 @@ mod tests {
         tx.commit();
         assert!(check_changes(&empty, &new_changes(&empty, &doc))
             .unwrap_err()
-            .0
+            .message
             .contains("unknown document type"));
     }
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 
 use sotong_core::automerge::sync::{self, SyncDoc};
 use sotong_core::automerge::{Automerge, ChangeHash, ReadDoc};
-use sotong_core::schema::validate::check_changes;
+use sotong_core::schema::validate::{check_changes, codes};
 use sotong_core::wire::{DocMessage, WireMessage};
 use sotong_core::{changes, DocumentId};
 use tokio::sync::{mpsc, Mutex};
@@ -240,12 +240,13 @@ impl Hub {
                 document_id: id,
             })]
         };
-        let reject = |reason: String, heads: Vec<ChangeHash>| {
-            tracing::info!(doc = %id, %reason, "refused a sync message");
+        let reject = |code: &str, reason: String, heads: Vec<ChangeHash>| {
+            tracing::info!(doc = %id, code, %reason, "refused a sync message");
             vec![WireMessage::Rejected {
                 sender_id: self.server_peer_id.clone(),
                 target_id: who.peer_id.to_owned(),
                 document_id: id,
+                code: code.to_owned(),
                 reason,
                 heads,
             }]
@@ -253,14 +254,18 @@ impl Hub {
         let message = match sync::Message::decode(&msg.data) {
             Ok(m) => m,
             Err(_) => {
-                return Ok(reject("not an automerge sync message".into(), Vec::new()));
+                return Ok(reject(
+                    codes::UNREADABLE,
+                    "not an automerge sync message".into(),
+                    Vec::new(),
+                ));
             }
         };
         let mut incoming = Vec::new();
         for chunk in message.changes.iter() {
             match changes::decode(chunk) {
                 Ok(c) => incoming.extend(c),
-                Err(e) => return Ok(reject(e.to_string(), Vec::new())),
+                Err(e) => return Ok(reject(codes::UNREADABLE, e.to_string(), Vec::new())),
             }
         }
 
@@ -277,7 +282,7 @@ impl Hub {
                     let kind = match check_changes(&empty, &incoming) {
                         Ok(Some(schema)) => schema.kind.to_owned(),
                         Ok(None) => return Ok(unavailable(Some(&message))),
-                        Err(r) => return Ok(reject(r.0, Vec::new())),
+                        Err(r) => return Ok(reject(r.code, r.message, Vec::new())),
                     };
                     let meta = DocumentMeta {
                         id,
@@ -326,7 +331,7 @@ impl Hub {
             .collect();
         if let Err(r) = check_changes(&loaded.doc, &fresh) {
             // The peer's sync state is left as it was before this message.
-            return Ok(reject(r.0, loaded.doc.get_heads()));
+            return Ok(reject(r.code, r.message, loaded.doc.get_heads()));
         }
         // Applied in memory first: automerge refuses changes that are well-formed but do not
         // fit the document's history, and those must never reach the store (they would make
@@ -341,7 +346,11 @@ impl Hub {
             // Part of the message may have been applied: drop the in-memory copy, so the next
             // message reloads the document from the store.
             *guard = None;
-            return Ok(reject(format!("changes do not apply: {e}"), before));
+            return Ok(reject(
+                codes::UNREADABLE,
+                format!("changes do not apply: {e}"),
+                before,
+            ));
         }
         if !fresh.is_empty() {
             let bytes: Vec<u8> = fresh.iter().flat_map(|c| c.raw_bytes().to_vec()).collect();
