@@ -3,12 +3,16 @@
 //! [`Proposal`] and [`ProposalEdit`]; no Automerge path leaks out of this module.
 
 use automerge::transaction::Transactable;
-use automerge::{Automerge, ObjId, ObjType, ReadDoc, Value, ROOT};
+use automerge::{Automerge, ObjId, ReadDoc, ROOT};
 
-use super::{read_kind, read_str, Field, FieldType, Schema, SchemaError, KIND_FIELD};
+use super::{read_kind, read_str, Field, FieldType, FieldValue, Schema, SchemaError};
 
 /// The `type` of a proposal draft.
 pub const KIND: &str = "proposal";
+/// Longest title, in characters.
+pub const MAX_TITLE_CHARS: usize = 200;
+/// Longest body, in characters.
+pub const MAX_BODY_CHARS: usize = 30_000;
 /// Longest category, in UTF-8 bytes.
 pub const MAX_CATEGORY_BYTES: usize = 64;
 
@@ -18,11 +22,15 @@ pub static SCHEMA: Schema = Schema {
     fields: &[
         Field {
             name: "title",
-            ty: FieldType::Text,
+            ty: FieldType::Text {
+                max_chars: MAX_TITLE_CHARS,
+            },
         },
         Field {
             name: "body",
-            ty: FieldType::Text,
+            ty: FieldType::Text {
+                max_chars: MAX_BODY_CHARS,
+            },
         },
         Field {
             name: "category",
@@ -55,9 +63,14 @@ pub enum TextField {
 
 impl TextField {
     fn key(self) -> &'static str {
+        self.field().name
+    }
+
+    /// The schema's field, with its limit (`TextField::Body.field().max_chars()`).
+    pub fn field(self) -> &'static Field {
         match self {
-            TextField::Title => "title",
-            TextField::Body => "body",
+            TextField::Title => &SCHEMA.fields[0],
+            TextField::Body => &SCHEMA.fields[1],
         }
     }
 }
@@ -101,19 +114,16 @@ impl ProposalEdit {
     }
 }
 
-/// Creates a new proposal draft document in one change.
+/// Creates a new proposal draft document in one change. Fails, creating nothing, if a value
+/// is over its field's limit.
 pub fn create(title: &str, body: &str, category: &str) -> Result<Automerge, SchemaError> {
-    check_category(category)?;
-    let mut doc = Automerge::new();
-    let mut tx = doc.transaction();
-    tx.put(ROOT, KIND_FIELD, KIND)?;
-    let t = tx.put_object(ROOT, "title", ObjType::Text)?;
-    tx.splice_text(&t, 0, 0, title)?;
-    let b = tx.put_object(ROOT, "body", ObjType::Text)?;
-    tx.splice_text(&b, 0, 0, body)?;
-    tx.put(ROOT, "category", category)?;
-    tx.commit();
-    Ok(doc)
+    SCHEMA.create(|f| {
+        Some(match f.name {
+            "title" => FieldValue::Text(title.to_owned()),
+            "body" => FieldValue::Text(body.to_owned()),
+            _ => FieldValue::Str(category.to_owned()),
+        })
+    })
 }
 
 /// Reads a proposal draft.
@@ -132,29 +142,8 @@ pub fn read(doc: &Automerge) -> Result<Proposal, SchemaError> {
     })
 }
 
-/// Each field of a proposal that reads as its schema says; the others are `None`. For
-/// salvaging what is valid in a document that, as a whole, is not.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProposalFields {
-    /// The title, if it is text.
-    pub title: Option<String>,
-    /// The body, if it is text.
-    pub body: Option<String>,
-    /// The category, if it is a string.
-    pub category: Option<String>,
-}
-
-/// Reads every field that is valid, whatever the others hold.
-pub fn read_fields(doc: &Automerge) -> ProposalFields {
-    let text = |f| text_obj(doc, f).ok().and_then(|obj| doc.text(obj).ok());
-    ProposalFields {
-        title: text(TextField::Title),
-        body: text(TextField::Body),
-        category: read_str(doc, "category").ok(),
-    }
-}
-
-/// Applies one edit in one Automerge change. Nothing is changed if the edit is invalid.
+/// Applies one edit in one Automerge change. Nothing is changed if the edit is invalid,
+/// including when it would make a text longer than its field's limit.
 pub fn apply(doc: &mut Automerge, edit: &ProposalEdit) -> Result<(), SchemaError> {
     // Only the kind: reading the whole text costs O(length) on every keystroke.
     let kind = read_kind(doc)?;
@@ -185,15 +174,16 @@ pub fn apply(doc: &mut Automerge, edit: &ProposalEdit) -> Result<(), SchemaError
                 pos: *pos,
                 len,
             })?;
+            // Counted before anything is written; `len - delete` cannot underflow (checked above).
+            field
+                .field()
+                .check_chars(len - delete.unsigned_abs() + insert.chars().count())?;
             let mut tx = doc.transaction();
             tx.splice_text(&obj, *pos, delete, insert)?;
             tx.commit();
         }
         ProposalEdit::Replace { field, text } => {
-            let obj = text_obj(doc, *field)?;
-            let mut tx = doc.transaction();
-            tx.update_text(&obj, text)?;
-            tx.commit();
+            field.field().write(doc, &FieldValue::Text(text.clone()))?;
         }
         ProposalEdit::SetCategory(c) => {
             check_category(c)?;
@@ -206,24 +196,11 @@ pub fn apply(doc: &mut Automerge, edit: &ProposalEdit) -> Result<(), SchemaError
 }
 
 fn check_category(c: &str) -> Result<(), SchemaError> {
-    if c.len() > MAX_CATEGORY_BYTES {
-        return Err(SchemaError::TooLong {
-            field: "category",
-            max_bytes: MAX_CATEGORY_BYTES,
-        });
-    }
-    Ok(())
+    SCHEMA.fields[2].check(&FieldValue::Str(c.to_owned()))
 }
 
 fn text_obj(doc: &Automerge, field: TextField) -> Result<ObjId, SchemaError> {
-    match doc.get(ROOT, field.key())? {
-        Some((Value::Object(ObjType::Text), id)) => Ok(id),
-        Some(_) => Err(SchemaError::WrongType {
-            field: field.key(),
-            expected: "text",
-        }),
-        None => Err(SchemaError::Missing(field.key())),
-    }
+    field.field().text_obj(doc)
 }
 
 #[cfg(test)]
@@ -309,5 +286,99 @@ mod tests {
         .unwrap();
         a.merge(&mut b).unwrap();
         assert_eq!(read(&a).unwrap().body, "hello, world!");
+    }
+
+    #[test]
+    fn limits_are_data() {
+        assert_eq!(SCHEMA.field("title").and_then(Field::max_chars), Some(200));
+        assert_eq!(TextField::Body.field().max_chars(), Some(30_000));
+        assert_eq!(
+            SCHEMA.field("category").and_then(Field::max_bytes),
+            Some(64)
+        );
+        assert_eq!(SCHEMA.field("category").and_then(Field::max_chars), None);
+    }
+
+    #[test]
+    fn texts_over_their_limit_are_refused_naming_field_and_limit() {
+        let err = create(&"t".repeat(201), "b", "c").unwrap_err();
+        assert_eq!(
+            err,
+            SchemaError::TooManyCharacters {
+                field: "title",
+                max_chars: 200
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "field \"title\" is longer than 200 characters"
+        );
+        // Characters, not bytes: 30,000 Hangul syllables (90,000 bytes) fit.
+        let mut doc = create("t", &"가".repeat(MAX_BODY_CHARS), "c").unwrap();
+        let heads = doc.get_heads();
+        let err = apply(&mut doc, &ProposalEdit::insert(TextField::Body, 0, "x")).unwrap_err();
+        assert!(matches!(
+            err,
+            SchemaError::TooManyCharacters { field: "body", .. }
+        ));
+        let err = apply(
+            &mut doc,
+            &ProposalEdit::Replace {
+                field: TextField::Body,
+                text: "나".repeat(MAX_BODY_CHARS + 1),
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(err, SchemaError::TooManyCharacters { .. }));
+        assert_eq!(doc.get_heads(), heads);
+        // Replacing one character keeps the length: allowed at the limit.
+        apply(
+            &mut doc,
+            &ProposalEdit::Splice {
+                field: TextField::Body,
+                pos: 0,
+                delete: 1,
+                insert: "x".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(read(&doc).unwrap().body.chars().count(), MAX_BODY_CHARS);
+    }
+
+    /// Random splices on the title: an edit succeeds exactly when the result fits, and a
+    /// refused edit changes nothing. Seeded, so a failure reproduces.
+    #[test]
+    fn property_random_splices_keep_the_title_within_its_limit() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let mut doc = create("", "b", "c").unwrap();
+        let mut model: Vec<char> = Vec::new();
+        for _ in 0..600 {
+            let len = model.len();
+            let pos = rng.gen_range(0..=len);
+            let delete = rng.gen_range(0..=(len - pos).min(8));
+            let insert: String = (0..rng.gen_range(0..40))
+                .map(|_| if rng.gen_bool(0.5) { 'a' } else { '한' })
+                .collect();
+            let fits = len - delete + insert.chars().count() <= MAX_TITLE_CHARS;
+            let heads = doc.get_heads();
+            let edit = ProposalEdit::Splice {
+                field: TextField::Title,
+                pos,
+                delete,
+                insert: insert.clone(),
+            };
+            match apply(&mut doc, &edit) {
+                Ok(()) => {
+                    assert!(fits);
+                    model.splice(pos..pos + delete, insert.chars());
+                }
+                Err(e) => {
+                    assert!(!fits, "refused an edit that fits: {e}");
+                    assert_eq!(doc.get_heads(), heads);
+                }
+            }
+            assert_eq!(read(&doc).unwrap().title, model.iter().collect::<String>());
+        }
     }
 }

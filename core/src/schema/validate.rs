@@ -1,6 +1,11 @@
 //! The server's check of incoming changes, run on the operations of every change before any
 //! of them is applied. Checking operations rather than the resulting document matters: "add an
 //! unknown key, then delete it" leaves a valid document but a bad operation in history.
+//!
+//! Text limits are checked twice: [`check_changes`] refuses a batch whose own insertions
+//! already take a text past its limit (cheap, before anything is applied), and
+//! [`check_limits`] checks the document after the batch was applied in memory, which also
+//! catches concurrent edits that are each within the limit but not together.
 
 use std::collections::HashMap;
 use std::mem::discriminant;
@@ -8,7 +13,7 @@ use std::sync::OnceLock;
 
 use automerge::{Automerge, Change, ObjType, ReadDoc, ScalarValue, Value, ROOT};
 
-use super::{schema_for, FieldType, Schema, KIND_FIELD};
+use super::{find_schema, Field, FieldType, Schema, KIND_FIELD, SCHEMAS};
 
 /// Why a batch of changes was refused. The text is shown to the citizen and logged; it holds
 /// no document content.
@@ -27,6 +32,8 @@ pub mod codes {
     pub const INVALID_CHANGE: &str = "invalid_change";
     /// The changes could not be read at all.
     pub const UNREADABLE: &str = "unreadable_change";
+    /// A field would be longer than its schema allows (text in characters, strings in bytes).
+    pub const TOO_LONG: &str = "too_long";
 }
 
 /// What an operation does, as far as schemas care.
@@ -188,18 +195,49 @@ fn reject<T>(msg: impl Into<String>) -> Result<T, Rejection> {
     })
 }
 
+fn too_long<T>(field: &Field) -> Result<T, Rejection> {
+    let message = match field.ty {
+        FieldType::Text { max_chars } => {
+            format!(
+                "field \"{}\" is longer than {max_chars} characters",
+                field.name
+            )
+        }
+        FieldType::Str { max_bytes } => {
+            format!("field \"{}\" is longer than {max_bytes} bytes", field.name)
+        }
+    };
+    Err(Rejection {
+        code: codes::TOO_LONG,
+        message,
+    })
+}
+
+/// A text object of the document and how the batch changes its length.
+struct TextState {
+    field: &'static Field,
+    /// Its length in characters before the batch.
+    len_before: usize,
+    /// Characters inserted minus characters deleted by the batch so far. A delete removes at
+    /// most one visible character, so `len_before + growth` never exceeds the final length:
+    /// refusing on it never refuses a batch that fits.
+    growth: i64,
+}
+
 /// What is known about a document before a batch: its kind and the objects its fields hold.
 struct DocState {
+    schemas: &'static [&'static Schema],
     schema: Option<&'static Schema>,
     /// Root fields that already hold a value.
     present: Vec<String>,
-    /// Text objects and the field holding them.
-    texts: HashMap<OpId, &'static str>,
+    /// Text objects, by id.
+    texts: HashMap<OpId, TextState>,
 }
 
 impl DocState {
-    fn of(doc: &Automerge) -> Result<Self, Rejection> {
+    fn of(schemas: &'static [&'static Schema], doc: &Automerge) -> Result<Self, Rejection> {
         let mut state = DocState {
+            schemas,
             schema: None,
             present: Vec::new(),
             texts: HashMap::new(),
@@ -209,17 +247,24 @@ impl DocState {
         }
         if let Ok(Some((Value::Scalar(v), _))) = doc.get(ROOT, KIND_FIELD) {
             if let ScalarValue::Str(kind) = v.as_ref() {
-                state.schema = schema_for(kind);
+                state.schema = find_schema(schemas, kind);
             }
         }
         if let Some(schema) = state.schema {
-            for field in schema.fields.iter().filter(|f| f.ty == FieldType::Text) {
+            for field in schema.fields.iter().filter(|f| f.is_text()) {
                 // Every conflicting value, so that edits to either side of a conflict pass.
                 for (value, id) in doc.get_all(ROOT, field.name).unwrap_or_default() {
                     if let (Value::Object(ObjType::Text), automerge::ObjId::Id(ctr, actor, _)) =
-                        (value, id)
+                        (value, &id)
                     {
-                        state.texts.insert(format!("{ctr}@{actor}"), field.name);
+                        state.texts.insert(
+                            format!("{ctr}@{actor}"),
+                            TextState {
+                                field,
+                                len_before: doc.length(&id),
+                                growth: 0,
+                            },
+                        );
                     }
                 }
             }
@@ -233,18 +278,80 @@ impl DocState {
 /// Checks that `changes`, applied in order to `doc`, keep it a valid document of its kind
 /// (or, for an empty document, create a valid one). Changes `doc` already holds are skipped.
 /// Returns the document's schema, `None` only for a document that stays empty.
+///
+/// A batch whose insertions alone take a text past its limit is refused with
+/// [`codes::TOO_LONG`]; the server still runs [`check_limits`] on the result.
 pub fn check_changes(
     doc: &Automerge,
     changes: &[Change],
 ) -> Result<Option<&'static Schema>, Rejection> {
-    let mut state = DocState::of(doc)?;
+    check_changes_among(SCHEMAS, doc, changes)
+}
+
+/// [`check_changes`] with the document kinds to know (tests add kinds of their own).
+pub(crate) fn check_changes_among(
+    schemas: &'static [&'static Schema],
+    doc: &Automerge,
+    changes: &[Change],
+) -> Result<Option<&'static Schema>, Rejection> {
+    let mut state = DocState::of(schemas, doc)?;
     for change in changes {
         if doc.get_change_by_hash(&change.hash()).is_some() {
             continue;
         }
         check_change(&mut state, change)?;
     }
+    for text in state.texts.values() {
+        let max = text.field.max_chars().unwrap_or(usize::MAX);
+        if text.len_before as i64 + text.growth > max as i64 {
+            return too_long(text.field);
+        }
+    }
     Ok(state.schema)
+}
+
+/// Checks that `doc` (typically after applying a batch in memory, before storing it) is
+/// within its schema's limits: every text (each side of a conflict included) in characters,
+/// every string in bytes. A document over a limit is refused with [`codes::TOO_LONG`]; an
+/// empty document passes, one of an unknown kind is refused as [`codes::INVALID_CHANGE`].
+pub fn check_limits(doc: &Automerge) -> Result<(), Rejection> {
+    check_limits_among(SCHEMAS, doc)
+}
+
+/// [`check_limits`] with the document kinds to know.
+pub(crate) fn check_limits_among(
+    schemas: &'static [&'static Schema],
+    doc: &Automerge,
+) -> Result<(), Rejection> {
+    let kind = match doc.get(ROOT, KIND_FIELD) {
+        Ok(Some((Value::Scalar(v), _))) => match v.as_ref() {
+            ScalarValue::Str(kind) => kind.to_string(),
+            _ => return reject("the document type must be a string"),
+        },
+        Ok(_) if doc.keys(ROOT).next().is_none() => return Ok(()),
+        _ => return reject("the document has no type"),
+    };
+    let Some(schema) = find_schema(schemas, &kind) else {
+        return reject(format!("unknown document type \"{kind}\""));
+    };
+    for field in schema.fields {
+        for (value, id) in doc.get_all(ROOT, field.name).unwrap_or_default() {
+            let over = match (field.ty, value) {
+                (FieldType::Text { max_chars }, Value::Object(ObjType::Text)) => {
+                    doc.length(&id) > max_chars
+                }
+                (FieldType::Str { max_bytes }, Value::Scalar(v)) => match v.as_ref() {
+                    ScalarValue::Str(s) => s.len() > max_bytes,
+                    _ => false,
+                },
+                _ => false,
+            };
+            if over {
+                return too_long(field);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_change(state: &mut DocState, change: &Change) -> Result<(), Rejection> {
@@ -256,7 +363,7 @@ fn check_change(state: &mut DocState, change: &Change) -> Result<(), Rejection> 
             .find(|op| op.obj.is_none() && op.key.as_deref() == Some(KIND_FIELD))
             .and_then(Op::str_value);
         match kind {
-            Some(kind) => match schema_for(kind) {
+            Some(kind) => match find_schema(state.schemas, kind) {
                 Some(s) => state.schema = Some(s),
                 None => return reject(format!("unknown document type \"{kind}\"")),
             },
@@ -274,15 +381,13 @@ fn check_change(state: &mut DocState, change: &Change) -> Result<(), Rejection> 
             check_root_op(state, schema, id, op)?;
             continue;
         };
-        {
-            let Some(field) = state.texts.get(obj).copied() else {
-                return reject(format!(
-                    "operation on an object that is not part of this {}",
-                    schema.kind
-                ));
-            };
-            check_text_op(field, op)?;
-        }
+        let Some(text) = state.texts.get_mut(obj) else {
+            return reject(format!(
+                "operation on an object that is not part of this {}",
+                schema.kind
+            ));
+        };
+        text.growth += check_text_op(text.field.name, op)?;
     }
     Ok(())
 }
@@ -311,20 +416,24 @@ fn check_root_op(
     };
     match (field.ty, &op.action) {
         (_, Action::Delete) => reject(format!("field \"{}\" cannot be deleted", field.name)),
-        (FieldType::Text, Action::MakeText) => {
+        (FieldType::Text { .. }, Action::MakeText) => {
             if present {
                 return reject(format!("field \"{}\" already exists", field.name));
             }
             state.present.push(key.to_owned());
-            state.texts.insert(id, field.name);
+            state.texts.insert(
+                id,
+                TextState {
+                    field,
+                    len_before: 0,
+                    growth: 0,
+                },
+            );
             Ok(())
         }
-        (FieldType::Text, _) => reject(format!("field \"{}\" must be text", field.name)),
+        (FieldType::Text { .. }, _) => reject(format!("field \"{}\" must be text", field.name)),
         (FieldType::Str { max_bytes }, _) => match op.str_value() {
-            Some(s) if s.len() > max_bytes => reject(format!(
-                "field \"{}\" is longer than {max_bytes} bytes",
-                field.name
-            )),
+            Some(s) if s.len() > max_bytes => too_long(field),
             Some(_) => {
                 if !present {
                     state.present.push(key.to_owned());
@@ -336,12 +445,16 @@ fn check_root_op(
     }
 }
 
-fn check_text_op(field: &str, op: &Op) -> Result<(), Rejection> {
+/// Checks one operation inside a text; returns how it changes the text's length at most.
+fn check_text_op(field: &str, op: &Op) -> Result<i64, Rejection> {
     if op.key.is_some() {
         return reject(format!("field \"{field}\" is text, not a map"));
     }
     match op.action {
-        Action::Delete | Action::PutStr(_) => Ok(()),
+        Action::Delete => Ok(-1),
+        // Foreign clients may insert several characters as one element.
+        Action::PutStr(ref s) if op.insert => Ok(s.chars().count() as i64),
+        Action::PutStr(_) => Ok(0),
         Action::Mark => reject(format!(
             "field \"{field}\" is plain text: marks are not allowed"
         )),
@@ -496,5 +609,135 @@ mod tests {
             .unwrap_err()
             .message
             .contains("unknown document type"));
+    }
+
+    /// A body longer than its limit, written around the typed API as a foreign client could.
+    fn with_body_chars(doc: &Automerge, chars: usize) -> Automerge {
+        let mut edited = doc.fork();
+        let body = TextField::Body.field().text_obj(&edited).unwrap();
+        let len = edited.length(&body);
+        let mut tx = edited.transaction();
+        tx.splice_text(&body, len, 0, &"x".repeat(chars - len))
+            .unwrap();
+        tx.commit();
+        edited
+    }
+
+    #[test]
+    fn a_batch_inserting_past_a_limit_is_refused_before_it_is_applied() {
+        let doc = proposal::create("t", "b", "c").unwrap();
+        let over = with_body_chars(&doc, proposal::MAX_BODY_CHARS + 1);
+        let refused = check_changes(&doc, &new_changes(&doc, &over)).unwrap_err();
+        assert_eq!(refused.code, codes::TOO_LONG);
+        assert_eq!(
+            refused.message,
+            "field \"body\" is longer than 30000 characters"
+        );
+        let at_limit = with_body_chars(&doc, proposal::MAX_BODY_CHARS);
+        check_changes(&doc, &new_changes(&doc, &at_limit)).unwrap();
+        // A whole history counts what it leaves, not what it ever typed: write 30,000
+        // characters, delete them, write 30,000 again.
+        let empty = Automerge::new();
+        let mut history = proposal::create("t", "", "c").unwrap();
+        for (delete, text) in [(0, "a"), (proposal::MAX_BODY_CHARS, "b")] {
+            proposal::apply(
+                &mut history,
+                &ProposalEdit::Splice {
+                    field: TextField::Body,
+                    pos: 0,
+                    delete,
+                    insert: text.repeat(proposal::MAX_BODY_CHARS),
+                },
+            )
+            .unwrap();
+        }
+        check_changes(&empty, &new_changes(&empty, &history)).unwrap();
+        // A new document over the limit in its first change.
+        let mut new_doc = Automerge::new();
+        let mut tx = new_doc.transaction();
+        tx.put(ROOT, "type", "proposal").unwrap();
+        let title = tx.put_object(ROOT, "title", ObjType::Text).unwrap();
+        tx.splice_text(&title, 0, 0, &"가".repeat(201)).unwrap();
+        tx.commit();
+        let refused = check_changes(&empty, &new_changes(&empty, &new_doc)).unwrap_err();
+        assert_eq!(refused.code, codes::TOO_LONG);
+        assert!(refused.message.contains("\"title\""));
+    }
+
+    #[test]
+    fn concurrent_edits_within_the_limit_are_caught_on_the_result() {
+        let max = proposal::MAX_BODY_CHARS;
+        let base = with_body_chars(&proposal::create("t", "", "c").unwrap(), 20_000);
+        let splice = |doc: &Automerge, insert: usize| {
+            let mut doc = doc.fork().with_actor(automerge::ActorId::random());
+            let edit = ProposalEdit::Splice {
+                field: TextField::Body,
+                pos: 0,
+                delete: 5_000,
+                insert: "y".repeat(insert),
+            };
+            proposal::apply(&mut doc, &edit).unwrap();
+            doc
+        };
+        // Both delete the same 5,000 characters and insert 10,000: 25,000 each.
+        let a = splice(&base, 10_000);
+        let b = splice(&base, 10_000);
+        let mut server = a.clone();
+        // B's batch passes the check on its own (25,000 + 10,000 - 5,000 = 30,000)...
+        check_changes(&server, &new_changes(&base, &b)).unwrap();
+        server.apply_changes(new_changes(&base, &b)).unwrap();
+        // ...but the deletes overlap, so the result holds 35,000: the server drops it
+        // instead of storing it.
+        let body = TextField::Body.field().text_obj(&server).unwrap();
+        assert_eq!(server.length(&body), max + 5_000);
+        let refused = check_limits(&server).unwrap_err();
+        assert_eq!(refused.code, codes::TOO_LONG);
+        assert!(refused.message.contains("\"body\""));
+    }
+
+    #[test]
+    fn check_limits_reads_every_field_of_the_schema() {
+        check_limits(&Automerge::new()).unwrap();
+        check_limits(&proposal::create("t", "b", "c").unwrap()).unwrap();
+        let mut doc = proposal::create("t", "b", "c").unwrap();
+        let title = TextField::Title.field().text_obj(&doc).unwrap();
+        let mut tx = doc.transaction();
+        tx.splice_text(&title, 0, 0, &"x".repeat(200)).unwrap();
+        tx.commit();
+        assert!(check_limits(&doc).unwrap_err().message.contains("title"));
+        let mut doc = proposal::create("t", "b", "c").unwrap();
+        let mut tx = doc.transaction();
+        tx.put(ROOT, "category", "x".repeat(65)).unwrap();
+        tx.commit();
+        let refused = check_limits(&doc).unwrap_err();
+        assert_eq!(
+            (refused.code, refused.message.as_str()),
+            (
+                codes::TOO_LONG,
+                "field \"category\" is longer than 64 bytes"
+            )
+        );
+        let mut doc = Automerge::new();
+        let mut tx = doc.transaction();
+        tx.put(ROOT, "type", "spaceship").unwrap();
+        tx.commit();
+        assert_eq!(check_limits(&doc).unwrap_err().code, codes::INVALID_CHANGE);
+    }
+
+    #[test]
+    fn every_refusal_carries_a_known_code() {
+        let doc = proposal::create("t", "b", "c").unwrap();
+        let mut edited = doc.fork();
+        let mut tx = edited.transaction();
+        tx.put(ROOT, "extra", "x").unwrap();
+        tx.commit();
+        let refused = check_changes(&doc, &new_changes(&doc, &edited)).unwrap_err();
+        assert_eq!(refused.code, codes::INVALID_CHANGE);
+        let mut edited = doc.fork();
+        let mut tx = edited.transaction();
+        tx.put(ROOT, "category", "x".repeat(65)).unwrap();
+        tx.commit();
+        let refused = check_changes(&doc, &new_changes(&doc, &edited)).unwrap_err();
+        assert_eq!(refused.code, codes::TOO_LONG);
     }
 }
