@@ -1,11 +1,15 @@
 //! The automerge-repo network messages (protocol version "1"), CBOR encoded, one per
 //! WebSocket binary frame, plus Sotong's `sotong-rejected` message.
 //!
-//! Decoding goes through `ciborium::Value` rather than serde derive so that any field order
-//! or CBOR tag a peer uses is accepted, and a malformed frame gets a precise reason.
+//! Decoding reads the frame as a stream of CBOR items (`ciborium-ll`) rather than through
+//! serde derive or a `ciborium::Value` tree: any field order or CBOR tag a peer uses is
+//! accepted, unknown fields are skipped without being built, `data` is copied once, and a
+//! malformed frame gets a precise reason.
 
 use automerge::ChangeHash;
 use ciborium::Value;
+use ciborium_io::Read as _;
+use ciborium_ll::{simple, Decoder, Header};
 
 use crate::doc_id::DocumentId;
 
@@ -146,53 +150,71 @@ const IGNORED_TYPES: &[&str] = &[
 ];
 
 impl WireMessage {
-    /// Decodes one frame.
+    /// Decodes one frame. The frame is read as a stream of CBOR items: `data` is copied once,
+    /// straight into its buffer, and fields we do not know are skipped without being built, so
+    /// decoding never holds much more than the frame itself.
     pub fn decode(frame: &[u8]) -> Result<Self, WireError> {
         if frame.len() > MAX_FRAME_BYTES {
             return Err(WireError::TooLarge(frame.len()));
         }
-        let value: Value = ciborium::from_reader(frame).map_err(|_| WireError::NotCbor)?;
-        let map = Fields::new(value).ok_or(WireError::NotAMessage)?;
-        let kind = map.text("type").ok_or(WireError::NotAMessage)?.to_owned();
+        let mut raw = RawMessage::read(frame)?;
+        let data = raw.data.take();
+        let Some(Slot::Good(kind)) = raw.kind.clone() else {
+            return Err(WireError::NotAMessage);
+        };
         let f = FieldReader {
-            map: &map,
+            raw: &raw,
             kind: &kind,
         };
         let msg = match kind.as_str() {
             "join" => WireMessage::Join {
-                sender_id: f.text("senderId")?,
-                supported_protocol_versions: f.text_list("supportedProtocolVersions")?,
-                peer_metadata: map.get("peerMetadata").and_then(PeerMetadata::from_value),
+                sender_id: f.text(&raw.sender_id, "senderId")?,
+                supported_protocol_versions: f.take(
+                    &raw.supported_protocol_versions,
+                    "supportedProtocolVersions",
+                )?,
+                peer_metadata: raw.peer_metadata.clone().and_then(Slot::good),
             },
             "peer" => WireMessage::Peer {
-                sender_id: f.text("senderId")?,
-                target_id: f.text("targetId")?,
-                selected_protocol_version: f.text("selectedProtocolVersion")?,
-                peer_metadata: map.get("peerMetadata").and_then(PeerMetadata::from_value),
+                sender_id: f.text(&raw.sender_id, "senderId")?,
+                target_id: f.text(&raw.target_id, "targetId")?,
+                selected_protocol_version: f
+                    .text(&raw.selected_protocol_version, "selectedProtocolVersion")?,
+                peer_metadata: raw.peer_metadata.clone().and_then(Slot::good),
             },
             "leave" => WireMessage::Leave {
-                sender_id: f.text("senderId")?,
+                sender_id: f.text(&raw.sender_id, "senderId")?,
             },
             "error" => WireMessage::Error {
-                sender_id: map.text("senderId").map(str::to_owned),
-                target_id: map.text("targetId").map(str::to_owned),
-                message: f.text("message")?,
+                sender_id: raw.sender_id.clone().and_then(Slot::good),
+                target_id: raw.target_id.clone().and_then(Slot::good),
+                message: f.text(&raw.message, "message")?,
             },
-            "request" => WireMessage::Request(f.doc_message()?),
-            "sync" => WireMessage::Sync(f.doc_message()?),
+            "request" | "sync" => {
+                let doc = f.doc_message(data)?;
+                if kind == "request" {
+                    WireMessage::Request(doc)
+                } else {
+                    WireMessage::Sync(doc)
+                }
+            }
             "doc-unavailable" => WireMessage::DocUnavailable {
-                sender_id: f.text("senderId")?,
-                target_id: f.text("targetId")?,
+                sender_id: f.text(&raw.sender_id, "senderId")?,
+                target_id: f.text(&raw.target_id, "targetId")?,
                 document_id: f.document_id()?,
             },
             "sotong-rejected" => WireMessage::Rejected {
-                sender_id: f.text("senderId")?,
-                target_id: f.text("targetId")?,
+                sender_id: f.text(&raw.sender_id, "senderId")?,
+                target_id: f.text(&raw.target_id, "targetId")?,
                 document_id: f.document_id()?,
                 // Older servers sent no code.
-                code: map.text("code").unwrap_or("refused").to_owned(),
-                reason: f.text("reason")?,
-                heads: f.heads("heads")?,
+                code: raw
+                    .code
+                    .clone()
+                    .and_then(Slot::good)
+                    .unwrap_or_else(|| "refused".to_owned()),
+                reason: f.text(&raw.reason, "reason")?,
+                heads: f.heads()?,
             },
             other if IGNORED_TYPES.contains(&other) => WireMessage::Ignored { kind },
             _ => return Err(WireError::UnknownType(kind)),
@@ -309,14 +331,6 @@ impl WireMessage {
 }
 
 impl PeerMetadata {
-    fn from_value(v: &Value) -> Option<Self> {
-        let f = Fields::new(v.clone())?;
-        Some(Self {
-            storage_id: f.text("storageId").map(str::to_owned),
-            is_ephemeral: matches!(f.get("isEphemeral"), Some(Value::Bool(true))),
-        })
-    }
-
     fn to_value(&self) -> Value {
         let mut m = Vec::new();
         if let Some(s) = &self.storage_id {
@@ -330,47 +344,353 @@ impl PeerMetadata {
     }
 }
 
-/// A decoded CBOR map with text keys.
-struct Fields(Vec<(String, Value)>);
+/// A field as found in a frame: of the expected shape, or present but malformed.
+#[derive(Debug, Clone)]
+enum Slot<T> {
+    Good(T),
+    Bad,
+}
 
-impl Fields {
-    fn new(v: Value) -> Option<Self> {
-        match untag(v) {
-            Value::Map(entries) => Some(Self(
-                entries
-                    .into_iter()
-                    .filter_map(|(k, v)| match untag(k) {
-                        Value::Text(k) => Some((k, untag(v))),
-                        _ => None,
-                    })
-                    .collect(),
-            )),
-            _ => None,
-        }
-    }
-
-    fn get(&self, key: &str) -> Option<&Value> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
-    }
-
-    fn text(&self, key: &str) -> Option<&str> {
-        match self.get(key) {
-            Some(Value::Text(s)) => Some(s),
-            _ => None,
+impl<T> Slot<T> {
+    fn good(self) -> Option<T> {
+        match self {
+            Slot::Good(v) => Some(v),
+            Slot::Bad => None,
         }
     }
 }
 
-/// CBOR encoders may wrap byte strings in tags (cbor-x tags typed arrays); look through them.
-fn untag(v: Value) -> Value {
-    match v {
-        Value::Tag(_, inner) => untag(*inner),
-        other => other,
+/// The fields of a message we know, read in any order; the first occurrence of a key wins.
+#[derive(Debug, Default)]
+struct RawMessage {
+    kind: Option<Slot<String>>,
+    sender_id: Option<Slot<String>>,
+    target_id: Option<Slot<String>>,
+    document_id: Option<Slot<String>>,
+    selected_protocol_version: Option<Slot<String>>,
+    message: Option<Slot<String>>,
+    reason: Option<Slot<String>>,
+    code: Option<Slot<String>>,
+    supported_protocol_versions: Option<Slot<Vec<String>>>,
+    heads: Option<Slot<Vec<ChangeHash>>>,
+    peer_metadata: Option<Slot<PeerMetadata>>,
+    data: Option<Slot<Vec<u8>>>,
+}
+
+/// Deepest nesting of skipped items; deeper frames are refused rather than recursed into.
+const MAX_DEPTH: usize = 32;
+/// Most entries in a list of protocol versions or heads: real peers send a handful, and a list
+/// of millions of tiny items must not become millions of allocations.
+const MAX_LIST_ITEMS: usize = 256;
+/// Longest map key we look at; longer keys cannot be ours and are skipped.
+const MAX_KEY_BYTES: usize = 64;
+
+impl RawMessage {
+    fn read(frame: &[u8]) -> Result<Self, WireError> {
+        let mut cbor = Cbor {
+            dec: Decoder::from(frame),
+            len: frame.len(),
+        };
+        let entries = match cbor.pull_untagged()? {
+            Header::Map(len) => len,
+            other => {
+                // Still CBOR? Then it is a value that is not a message.
+                cbor.skip_body(other, 0)?;
+                return Err(WireError::NotAMessage);
+            }
+        };
+        let mut raw = RawMessage::default();
+        cbor.entries(entries, |cbor, key| {
+            let text = |slot: &mut Option<Slot<String>>, cbor: &mut Cbor| match slot {
+                Some(_) => cbor.skip_item(1),
+                None => {
+                    *slot = Some(cbor.text_slot()?);
+                    Ok(())
+                }
+            };
+            match key {
+                Some("type") => text(&mut raw.kind, cbor),
+                Some("senderId") => text(&mut raw.sender_id, cbor),
+                Some("targetId") => text(&mut raw.target_id, cbor),
+                Some("documentId") => text(&mut raw.document_id, cbor),
+                Some("selectedProtocolVersion") => text(&mut raw.selected_protocol_version, cbor),
+                Some("message") => text(&mut raw.message, cbor),
+                Some("reason") => text(&mut raw.reason, cbor),
+                Some("code") => text(&mut raw.code, cbor),
+                Some("supportedProtocolVersions") if raw.supported_protocol_versions.is_none() => {
+                    raw.supported_protocol_versions = Some(cbor.list_slot(Some)?);
+                    Ok(())
+                }
+                Some("heads") if raw.heads.is_none() => {
+                    raw.heads = Some(cbor.list_slot(|h| h.parse().ok())?);
+                    Ok(())
+                }
+                Some("peerMetadata") if raw.peer_metadata.is_none() => {
+                    raw.peer_metadata = Some(cbor.peer_metadata()?);
+                    Ok(())
+                }
+                Some("data") if raw.data.is_none() => {
+                    raw.data = Some(cbor.bytes_slot()?);
+                    Ok(())
+                }
+                _ => cbor.skip_item(1),
+            }
+        })?;
+        Ok(raw)
+    }
+}
+
+/// A CBOR item stream over one frame.
+struct Cbor<'a> {
+    dec: Decoder<&'a [u8]>,
+    len: usize,
+}
+
+impl Cbor<'_> {
+    fn pull(&mut self) -> Result<Header, WireError> {
+        self.dec.pull().map_err(|_| WireError::NotCbor)
+    }
+
+    /// The next header, looking through tags (cbor-x tags typed arrays, for one).
+    fn pull_untagged(&mut self) -> Result<Header, WireError> {
+        loop {
+            match self.pull()? {
+                Header::Tag(_) => continue,
+                other => return Ok(other),
+            }
+        }
+    }
+
+    fn remaining(&mut self) -> usize {
+        self.len.saturating_sub(self.dec.offset())
+    }
+
+    /// Reads a byte or text string's content whose header was just pulled: a definite length
+    /// is read straight into one buffer of that size, after checking the frame holds it.
+    fn read_string(&mut self, len: Option<usize>, text: bool) -> Result<Vec<u8>, WireError> {
+        if let Some(len) = len {
+            if len > self.remaining() {
+                return Err(WireError::NotCbor);
+            }
+            let mut out = vec![0; len];
+            self.dec
+                .read_exact(&mut out)
+                .map_err(|_| WireError::NotCbor)?;
+            return Ok(out);
+        }
+        // Indefinite length: definite segments of the same major type, then a break.
+        let mut out = Vec::new();
+        loop {
+            match self.pull()? {
+                Header::Break => return Ok(out),
+                Header::Bytes(Some(n)) if !text => out.extend(self.read_string(Some(n), text)?),
+                Header::Text(Some(n)) if text => out.extend(self.read_string(Some(n), text)?),
+                _ => return Err(WireError::NotCbor),
+            }
+        }
+    }
+
+    fn read_text(&mut self, len: Option<usize>) -> Result<String, WireError> {
+        String::from_utf8(self.read_string(len, true)?).map_err(|_| WireError::NotCbor)
+    }
+
+    /// Skips `len` bytes of string content without keeping them.
+    fn skip_content(&mut self, len: usize) -> Result<(), WireError> {
+        if len > self.remaining() {
+            return Err(WireError::NotCbor);
+        }
+        let mut scratch = [0u8; 512];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(scratch.len());
+            self.dec
+                .read_exact(&mut scratch[..n])
+                .map_err(|_| WireError::NotCbor)?;
+            left -= n;
+        }
+        Ok(())
+    }
+
+    fn skip_item(&mut self, depth: usize) -> Result<(), WireError> {
+        let header = self.pull()?;
+        self.skip_body(header, depth)
+    }
+
+    /// Skips what follows `header` without building anything.
+    fn skip_body(&mut self, header: Header, depth: usize) -> Result<(), WireError> {
+        if depth > MAX_DEPTH {
+            return Err(WireError::NotCbor);
+        }
+        match header {
+            Header::Bytes(Some(n)) | Header::Text(Some(n)) => self.skip_content(n),
+            Header::Bytes(None) | Header::Text(None) => loop {
+                match self.pull()? {
+                    Header::Break => return Ok(()),
+                    Header::Bytes(Some(n)) | Header::Text(Some(n)) => self.skip_content(n)?,
+                    _ => return Err(WireError::NotCbor),
+                }
+            },
+            Header::Array(len) => self.items(len, |cbor, h| cbor.skip_body(h, depth + 1)),
+            Header::Map(len) => self.entries(len, |cbor, _| cbor.skip_item(depth + 1)),
+            Header::Tag(_) => self.skip_item(depth + 1),
+            Header::Break => Err(WireError::NotCbor),
+            Header::Positive(_) | Header::Negative(_) | Header::Float(_) | Header::Simple(_) => {
+                Ok(())
+            }
+        }
+    }
+
+    /// Calls `each` with the header of every item of an array of `len` items (or, for `None`,
+    /// up to its break).
+    fn items(
+        &mut self,
+        len: Option<usize>,
+        mut each: impl FnMut(&mut Self, Header) -> Result<(), WireError>,
+    ) -> Result<(), WireError> {
+        match len {
+            Some(n) => {
+                // Every item takes a byte at least: a huge count ends at the frame's end.
+                for _ in 0..n {
+                    let h = self.pull()?;
+                    each(self, h)?;
+                }
+                Ok(())
+            }
+            None => loop {
+                match self.pull()? {
+                    Header::Break => return Ok(()),
+                    h => each(self, h)?,
+                }
+            },
+        }
+    }
+
+    /// Calls `each` with every key of a map of `len` entries (the key, if it is short text),
+    /// positioned on the entry's value, which `each` must consume.
+    fn entries(
+        &mut self,
+        len: Option<usize>,
+        mut each: impl FnMut(&mut Self, Option<&str>) -> Result<(), WireError>,
+    ) -> Result<(), WireError> {
+        let mut entry = |cbor: &mut Self, key: Header| -> Result<(), WireError> {
+            let mut key = key;
+            while let Header::Tag(_) = key {
+                key = cbor.pull()?;
+            }
+            match key {
+                Header::Text(Some(n)) if n <= MAX_KEY_BYTES => {
+                    let k = cbor.read_text(Some(n))?;
+                    each(cbor, Some(&k))
+                }
+                other => {
+                    cbor.skip_body(other, 1)?;
+                    each(cbor, None)
+                }
+            }
+        };
+        match len {
+            Some(n) => {
+                for _ in 0..n {
+                    let key = self.pull()?;
+                    entry(self, key)?;
+                }
+                Ok(())
+            }
+            None => loop {
+                match self.pull()? {
+                    Header::Break => return Ok(()),
+                    key => entry(self, key)?,
+                }
+            },
+        }
+    }
+
+    fn text_slot(&mut self) -> Result<Slot<String>, WireError> {
+        match self.pull_untagged()? {
+            Header::Text(len) => Ok(Slot::Good(self.read_text(len)?)),
+            other => {
+                self.skip_body(other, 1)?;
+                Ok(Slot::Bad)
+            }
+        }
+    }
+
+    fn bytes_slot(&mut self) -> Result<Slot<Vec<u8>>, WireError> {
+        match self.pull_untagged()? {
+            Header::Bytes(len) => Ok(Slot::Good(self.read_string(len, false)?)),
+            other => {
+                self.skip_body(other, 1)?;
+                Ok(Slot::Bad)
+            }
+        }
+    }
+
+    /// A list of texts, each turned into a `T` by `parse`; bad if any item is not, or if the
+    /// list is longer than [`MAX_LIST_ITEMS`].
+    fn list_slot<T>(
+        &mut self,
+        parse: impl Fn(String) -> Option<T>,
+    ) -> Result<Slot<Vec<T>>, WireError> {
+        let len = match self.pull_untagged()? {
+            Header::Array(len) => len,
+            other => {
+                self.skip_body(other, 1)?;
+                return Ok(Slot::Bad);
+            }
+        };
+        let mut out = Some(Vec::new());
+        self.items(len, |cbor, mut h| {
+            while let Header::Tag(_) = h {
+                h = cbor.pull()?;
+            }
+            let item = match h {
+                Header::Text(len) => parse(cbor.read_text(len)?),
+                other => {
+                    cbor.skip_body(other, 2)?;
+                    None
+                }
+            };
+            out = match (out.take(), item) {
+                (Some(mut list), Some(item)) if list.len() < MAX_LIST_ITEMS => {
+                    list.push(item);
+                    Some(list)
+                }
+                _ => None,
+            };
+            Ok(())
+        })?;
+        Ok(out.map_or(Slot::Bad, Slot::Good))
+    }
+
+    fn peer_metadata(&mut self) -> Result<Slot<PeerMetadata>, WireError> {
+        let len = match self.pull_untagged()? {
+            Header::Map(len) => len,
+            other => {
+                self.skip_body(other, 1)?;
+                return Ok(Slot::Bad);
+            }
+        };
+        let mut meta = PeerMetadata::default();
+        self.entries(len, |cbor, key| match key {
+            Some("storageId") if meta.storage_id.is_none() => {
+                meta.storage_id = cbor.text_slot()?.good();
+                Ok(())
+            }
+            Some("isEphemeral") => match cbor.pull_untagged()? {
+                Header::Simple(simple::TRUE) => {
+                    meta.is_ephemeral = true;
+                    Ok(())
+                }
+                other => cbor.skip_body(other, 2),
+            },
+            _ => cbor.skip_item(2),
+        })?;
+        Ok(Slot::Good(meta))
     }
 }
 
 struct FieldReader<'a> {
-    map: &'a Fields,
+    raw: &'a RawMessage,
     kind: &'a str,
 }
 
@@ -382,48 +702,35 @@ impl FieldReader<'_> {
         }
     }
 
-    fn text(&self, field: &'static str) -> Result<String, WireError> {
-        self.map
-            .text(field)
-            .map(str::to_owned)
-            .ok_or_else(|| self.bad(field))
-    }
-
-    fn text_list(&self, field: &'static str) -> Result<Vec<String>, WireError> {
-        match self.map.get(field) {
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|i| match i {
-                    Value::Text(s) => Ok(s.clone()),
-                    _ => Err(self.bad(field)),
-                })
-                .collect(),
+    fn take<T: Clone>(&self, slot: &Option<Slot<T>>, field: &'static str) -> Result<T, WireError> {
+        match slot {
+            Some(Slot::Good(v)) => Ok(v.clone()),
             _ => Err(self.bad(field)),
         }
     }
 
+    fn text(&self, slot: &Option<Slot<String>>, field: &'static str) -> Result<String, WireError> {
+        self.take(slot, field)
+    }
+
     fn document_id(&self) -> Result<DocumentId, WireError> {
-        self.map
-            .text("documentId")
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| self.bad("documentId"))
+        match &self.raw.document_id {
+            Some(Slot::Good(s)) => s.parse().map_err(|_| self.bad("documentId")),
+            _ => Err(self.bad("documentId")),
+        }
     }
 
-    fn heads(&self, field: &'static str) -> Result<Vec<ChangeHash>, WireError> {
-        self.text_list(field)?
-            .iter()
-            .map(|h| h.parse().map_err(|_| self.bad(field)))
-            .collect()
+    fn heads(&self) -> Result<Vec<ChangeHash>, WireError> {
+        self.take(&self.raw.heads, "heads")
     }
 
-    fn doc_message(&self) -> Result<DocMessage, WireError> {
-        let data = match self.map.get("data") {
-            Some(Value::Bytes(b)) => b.clone(),
-            _ => return Err(self.bad("data")),
+    fn doc_message(&self, data: Option<Slot<Vec<u8>>>) -> Result<DocMessage, WireError> {
+        let Some(Slot::Good(data)) = data else {
+            return Err(self.bad("data"));
         };
         Ok(DocMessage {
-            sender_id: self.text("senderId")?,
-            target_id: self.text("targetId")?,
+            sender_id: self.text(&self.raw.sender_id, "senderId")?,
+            target_id: self.text(&self.raw.target_id, "targetId")?,
             document_id: self.document_id()?,
             data,
         })
@@ -553,5 +860,150 @@ mod tests {
             WireMessage::Sync(d) => assert_eq!(d.data, vec![1, 2]),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    fn cbor(v: &Value) -> Vec<u8> {
+        let mut buf = Vec::new();
+        ciborium::into_writer(v, &mut buf).unwrap();
+        buf
+    }
+
+    fn t(s: &str) -> Value {
+        Value::Text(s.into())
+    }
+
+    fn sync_fields(doc: DocumentId) -> Vec<(Value, Value)> {
+        vec![
+            (t("type"), t("sync")),
+            (t("senderId"), t("a")),
+            (t("targetId"), t("b")),
+            (t("documentId"), t(&doc.to_string())),
+            (t("data"), Value::Bytes(vec![1, 2, 3])),
+        ]
+    }
+
+    #[test]
+    fn any_field_order_and_unknown_fields_are_accepted() {
+        let doc = DocumentId::random();
+        let expected = WireMessage::Sync(DocMessage {
+            sender_id: "a".into(),
+            target_id: "b".into(),
+            document_id: doc,
+            data: vec![1, 2, 3],
+        });
+        let mut fields = sync_fields(doc);
+        fields.reverse();
+        // Unknown fields of every shape, nested, tagged, and with non-text keys.
+        fields.insert(
+            2,
+            (
+                t("extra"),
+                Value::Array(vec![Value::Map(vec![(
+                    Value::Integer(1.into()),
+                    Value::Tag(9, Box::new(Value::Bytes(vec![0; 100]))),
+                )])]),
+            ),
+        );
+        fields.push((Value::Integer(7.into()), Value::Float(1.5)));
+        fields.push((t(&"k".repeat(100)), Value::Bool(true)));
+        assert_eq!(
+            WireMessage::decode(&cbor(&Value::Map(fields))).unwrap(),
+            expected
+        );
+    }
+
+    #[test]
+    fn indefinite_lengths_are_accepted() {
+        use ciborium_ll::Encoder;
+        let doc = DocumentId::random();
+        let mut buf = Vec::new();
+        let mut enc = Encoder::from(&mut buf);
+        enc.push(Header::Map(None)).unwrap();
+        for (k, v) in [("type", "sync"), ("senderId", "a"), ("targetId", "b")] {
+            enc.text(k, None).unwrap();
+            enc.text(v, Some(1)).unwrap();
+        }
+        enc.text("documentId", None).unwrap();
+        enc.text(&doc.to_string(), Some(5)).unwrap();
+        enc.text("data", None).unwrap();
+        enc.bytes(&[1, 2, 3, 4, 5], Some(2)).unwrap();
+        enc.push(Header::Break).unwrap();
+        match WireMessage::decode(&buf).unwrap() {
+            WireMessage::Sync(d) => {
+                assert_eq!((d.sender_id.as_str(), d.data), ("a", vec![1, 2, 3, 4, 5]));
+                assert_eq!(d.document_id, doc);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn malformed_fields_and_frames_get_precise_errors() {
+        let doc = DocumentId::random();
+        let bad = |field: &str, value: Value| {
+            let mut fields = sync_fields(doc);
+            for (k, v) in fields.iter_mut() {
+                if *k == t(field) {
+                    *v = value.clone();
+                }
+            }
+            WireMessage::decode(&cbor(&Value::Map(fields)))
+        };
+        let bad_field = |field| {
+            Err(WireError::BadField {
+                kind: "sync".into(),
+                field,
+            })
+        };
+        assert_eq!(bad("data", t("not bytes")), bad_field("data"));
+        assert_eq!(
+            bad("senderId", Value::Integer(1.into())),
+            bad_field("senderId")
+        );
+        assert_eq!(bad("targetId", Value::Array(vec![])), bad_field("targetId"));
+        assert_eq!(bad("type", Value::Null), Err(WireError::NotAMessage));
+        assert_eq!(
+            WireMessage::decode(&cbor(&Value::Array(vec![t("type")]))),
+            Err(WireError::NotAMessage)
+        );
+        // Truncated anywhere: not CBOR.
+        let good = cbor(&Value::Map(sync_fields(doc)));
+        for end in 1..good.len() {
+            assert_eq!(WireMessage::decode(&good[..end]), Err(WireError::NotCbor));
+        }
+        // A length beyond the frame is refused before anything is allocated for it.
+        let mut huge = good[..good.len() - 4].to_vec();
+        huge.extend([0x5b, 0, 0, 0, 1, 0, 0, 0, 0]);
+        assert_eq!(WireMessage::decode(&huge), Err(WireError::NotCbor));
+        // Nesting past the limit, in a field we skip.
+        let mut deep = Value::Null;
+        for _ in 0..100 {
+            deep = Value::Array(vec![deep]);
+        }
+        let mut fields = sync_fields(doc);
+        fields.push((t("extra"), deep));
+        assert_eq!(
+            WireMessage::decode(&cbor(&Value::Map(fields))),
+            Err(WireError::NotCbor)
+        );
+        // Lists are bounded: a join offering thousands of versions is refused, not stored.
+        let join = |n: usize| {
+            Value::Map(vec![
+                (t("type"), t("join")),
+                (t("senderId"), t("p")),
+                (
+                    t("supportedProtocolVersions"),
+                    Value::Array(vec![t("1"); n]),
+                ),
+            ])
+        };
+        assert!(WireMessage::decode(&cbor(&join(3))).is_ok());
+        assert_eq!(
+            WireMessage::decode(&cbor(&join(10_000))),
+            Err(WireError::BadField {
+                kind: "join".into(),
+                field: "supportedProtocolVersions"
+            })
+        );
     }
 }
