@@ -34,6 +34,9 @@ pub mod codes {
     pub const UNREADABLE: &str = "unreadable_change";
     /// A field would be longer than its schema allows (text in characters, strings in bytes).
     pub const TOO_LONG: &str = "too_long";
+    /// The changes are too large to take in at once (they inflate past the server's cap, or
+    /// hold too many operations); see `changes::decode`.
+    pub const TOO_LARGE: &str = "too_large";
 }
 
 /// What an operation does, as far as schemas care.
