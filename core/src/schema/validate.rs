@@ -743,4 +743,75 @@ mod tests {
         let refused = check_changes(&doc, &new_changes(&doc, &edited)).unwrap_err();
         assert_eq!(refused.code, codes::TOO_LONG);
     }
+
+    /// A kind with a small limit, so that random histories cross it often and quickly.
+    static SHORT: Schema = Schema {
+        kind: "test-short",
+        fields: &[Field {
+            name: "text",
+            ty: FieldType::Text { max_chars: 12 },
+        }],
+    };
+    static SHORT_KINDS: &[&Schema] = &[&SHORT];
+
+    /// Random splices by two devices, with random syncs between them: whenever the batch check
+    /// refuses with `too_long`, the result really is over the limit (it never refuses what
+    /// fits), and `check_limits` on the result agrees with its real length. Seeded.
+    #[test]
+    fn property_the_batch_check_never_refuses_what_fits() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let field = &SHORT.fields[0];
+        let (mut refused, mut over) = (0, 0);
+        for _ in 0..150 {
+            let server = SHORT.create(|_| None).unwrap();
+            let mut devices = [
+                server.fork().with_actor(automerge::ActorId::random()),
+                server.fork().with_actor(automerge::ActorId::random()),
+            ];
+            for _ in 0..rng.gen_range(1..6) {
+                let d = &mut devices[rng.gen_range(0..2)];
+                let obj = field.text_obj(d).unwrap();
+                let len = d.length(&obj);
+                let pos = rng.gen_range(0..=len);
+                let del = rng.gen_range(0..=(len - pos).min(4)) as isize;
+                let n = rng.gen_range(0..8);
+                let mut tx = d.transaction();
+                tx.splice_text(&obj, pos, del, &"z".repeat(n)).unwrap();
+                tx.commit();
+                if rng.gen_bool(0.3) {
+                    let [a, b] = &mut devices;
+                    a.merge(b).unwrap();
+                }
+            }
+            let [a, b] = &devices;
+            let mut doc = server.clone();
+            for device in [a, b] {
+                let batch = new_changes(&doc, device);
+                let checked = check_changes_among(SHORT_KINDS, &doc, &batch);
+                let mut applied = doc.clone();
+                applied.apply_changes(batch).unwrap();
+                let obj = field.text_obj(&applied).unwrap();
+                let is_over = applied.length(&obj) > 12;
+                over += usize::from(is_over);
+                match checked {
+                    Err(r) if r.code == codes::TOO_LONG => {
+                        refused += 1;
+                        assert!(is_over, "refused a batch whose result fits");
+                    }
+                    Err(r) => panic!("unexpected refusal {r:?}"),
+                    Ok(_) => {}
+                }
+                assert_eq!(check_limits_among(SHORT_KINDS, &applied).is_err(), is_over);
+                if !is_over {
+                    doc = applied;
+                }
+            }
+        }
+        // The property was exercised: a third of the histories end over the limit.
+        assert!(
+            refused > 20 && refused <= over,
+            "{refused} refused, {over} over"
+        );
+    }
 }
