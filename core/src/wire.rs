@@ -7,9 +7,8 @@
 //! malformed frame gets a precise reason.
 
 use automerge::ChangeHash;
-use ciborium::Value;
 use ciborium_io::Read as _;
-use ciborium_ll::{simple, Decoder, Header};
+use ciborium_ll::{simple, Decoder, Encoder, Header};
 
 use crate::doc_id::DocumentId;
 
@@ -222,30 +221,25 @@ impl WireMessage {
         Ok(msg)
     }
 
-    /// Encodes the message as one CBOR frame.
+    /// Encodes the message as one CBOR frame (a map with definite lengths, as `cbor-x` and
+    /// ciborium write it), straight into the output: `data` is copied once.
     pub fn encode(&self) -> Vec<u8> {
-        let mut m: Vec<(Value, Value)> = Vec::with_capacity(7);
-        let mut put = |k: &str, v: Value| m.push((Value::Text(k.to_owned()), v));
-        let text = |s: &str| Value::Text(s.to_owned());
+        let text = Item::Text;
+        let mut m: Vec<(&str, Item)> = Vec::with_capacity(7);
         match self {
             WireMessage::Join {
                 sender_id,
                 supported_protocol_versions,
                 peer_metadata,
             } => {
-                put("type", text("join"));
-                put("senderId", text(sender_id));
-                put(
+                m.push(("type", text("join")));
+                m.push(("senderId", text(sender_id)));
+                m.push((
                     "supportedProtocolVersions",
-                    Value::Array(
-                        supported_protocol_versions
-                            .iter()
-                            .map(|v| text(v))
-                            .collect(),
-                    ),
-                );
+                    Item::Texts(supported_protocol_versions),
+                ));
                 if let Some(meta) = peer_metadata {
-                    put("peerMetadata", meta.to_value());
+                    m.push(("peerMetadata", Item::Meta(meta)));
                 }
             }
             WireMessage::Peer {
@@ -254,31 +248,31 @@ impl WireMessage {
                 selected_protocol_version,
                 peer_metadata,
             } => {
-                put("type", text("peer"));
-                put("senderId", text(sender_id));
-                put("targetId", text(target_id));
-                put("selectedProtocolVersion", text(selected_protocol_version));
+                m.push(("type", text("peer")));
+                m.push(("senderId", text(sender_id)));
+                m.push(("targetId", text(target_id)));
+                m.push(("selectedProtocolVersion", text(selected_protocol_version)));
                 if let Some(meta) = peer_metadata {
-                    put("peerMetadata", meta.to_value());
+                    m.push(("peerMetadata", Item::Meta(meta)));
                 }
             }
             WireMessage::Leave { sender_id } => {
-                put("type", text("leave"));
-                put("senderId", text(sender_id));
+                m.push(("type", text("leave")));
+                m.push(("senderId", text(sender_id)));
             }
             WireMessage::Error {
                 sender_id,
                 target_id,
                 message,
             } => {
-                put("type", text("error"));
+                m.push(("type", text("error")));
                 if let Some(s) = sender_id {
-                    put("senderId", text(s));
+                    m.push(("senderId", text(s)));
                 }
                 if let Some(t) = target_id {
-                    put("targetId", text(t));
+                    m.push(("targetId", text(t)));
                 }
-                put("message", text(message));
+                m.push(("message", text(message)));
             }
             WireMessage::Request(d) | WireMessage::Sync(d) => {
                 let kind = if matches!(self, WireMessage::Request(_)) {
@@ -286,21 +280,21 @@ impl WireMessage {
                 } else {
                     "sync"
                 };
-                put("type", text(kind));
-                put("senderId", text(&d.sender_id));
-                put("targetId", text(&d.target_id));
-                put("documentId", Value::Text(d.document_id.to_string()));
-                put("data", Value::Bytes(d.data.clone()));
+                m.push(("type", text(kind)));
+                m.push(("senderId", text(&d.sender_id)));
+                m.push(("targetId", text(&d.target_id)));
+                m.push(("documentId", Item::Id(d.document_id)));
+                m.push(("data", Item::Bytes(&d.data)));
             }
             WireMessage::DocUnavailable {
                 sender_id,
                 target_id,
                 document_id,
             } => {
-                put("type", text("doc-unavailable"));
-                put("senderId", text(sender_id));
-                put("targetId", text(target_id));
-                put("documentId", Value::Text(document_id.to_string()));
+                m.push(("type", text("doc-unavailable")));
+                m.push(("senderId", text(sender_id)));
+                m.push(("targetId", text(target_id)));
+                m.push(("documentId", Item::Id(*document_id)));
             }
             WireMessage::Rejected {
                 sender_id,
@@ -310,37 +304,82 @@ impl WireMessage {
                 reason,
                 heads,
             } => {
-                put("type", text("sotong-rejected"));
-                put("senderId", text(sender_id));
-                put("targetId", text(target_id));
-                put("documentId", Value::Text(document_id.to_string()));
-                put("code", text(code));
-                put("reason", text(reason));
-                put(
-                    "heads",
-                    Value::Array(heads.iter().map(|h| Value::Text(h.to_string())).collect()),
-                );
+                m.push(("type", text("sotong-rejected")));
+                m.push(("senderId", text(sender_id)));
+                m.push(("targetId", text(target_id)));
+                m.push(("documentId", Item::Id(*document_id)));
+                m.push(("code", text(code)));
+                m.push(("reason", text(reason)));
+                m.push(("heads", Item::Heads(heads)));
             }
-            WireMessage::Ignored { kind } => put("type", text(kind)),
+            WireMessage::Ignored { kind } => m.push(("type", text(kind))),
         }
-        let mut out = Vec::new();
+        let size: usize = m.iter().map(|(k, v)| k.len() + v.size_hint()).sum();
+        let mut out = Vec::with_capacity(size + 16);
+        let mut enc = Encoder::from(&mut out);
         // Writing into a Vec cannot fail.
-        let _ = ciborium::into_writer(&Value::Map(m), &mut out);
+        let _ = enc.push(Header::Map(Some(m.len())));
+        for (key, value) in &m {
+            let _ = enc.text(key, None);
+            value.write(&mut enc);
+        }
         out
     }
 }
 
-impl PeerMetadata {
-    fn to_value(&self) -> Value {
-        let mut m = Vec::new();
-        if let Some(s) = &self.storage_id {
-            m.push((Value::Text("storageId".into()), Value::Text(s.clone())));
+/// A value of an encoded message.
+enum Item<'a> {
+    Text(&'a str),
+    Bytes(&'a [u8]),
+    Id(DocumentId),
+    Texts(&'a [String]),
+    Heads(&'a [ChangeHash]),
+    Meta(&'a PeerMetadata),
+}
+
+impl Item<'_> {
+    /// Roughly its encoded size, to allocate the frame once.
+    fn size_hint(&self) -> usize {
+        9 + match self {
+            Item::Text(s) => s.len(),
+            Item::Bytes(b) => b.len(),
+            Item::Id(_) => 40,
+            Item::Texts(l) => l.iter().map(|s| s.len() + 9).sum(),
+            Item::Heads(h) => h.len() * 66,
+            Item::Meta(m) => 32 + m.storage_id.as_ref().map_or(0, String::len),
         }
-        m.push((
-            Value::Text("isEphemeral".into()),
-            Value::Bool(self.is_ephemeral),
-        ));
-        Value::Map(m)
+    }
+
+    fn write(&self, enc: &mut Encoder<&mut Vec<u8>>) {
+        // Writing into a Vec cannot fail.
+        let _ = match self {
+            Item::Text(s) => enc.text(s, None),
+            Item::Bytes(b) => enc.bytes(b, None),
+            Item::Id(id) => enc.text(&id.to_string(), None),
+            Item::Texts(list) => enc
+                .push(Header::Array(Some(list.len())))
+                .and_then(|()| list.iter().try_for_each(|s| enc.text(s, None))),
+            Item::Heads(heads) => enc.push(Header::Array(Some(heads.len()))).and_then(|()| {
+                heads
+                    .iter()
+                    .try_for_each(|h| enc.text(&h.to_string(), None))
+            }),
+            Item::Meta(meta) => {
+                let n = 1 + usize::from(meta.storage_id.is_some());
+                let _ = enc.push(Header::Map(Some(n)));
+                if let Some(s) = &meta.storage_id {
+                    let _ = enc.text("storageId", None);
+                    let _ = enc.text(s, None);
+                }
+                let _ = enc.text("isEphemeral", None);
+                let simple = if meta.is_ephemeral {
+                    simple::TRUE
+                } else {
+                    simple::FALSE
+                };
+                enc.push(Header::Simple(simple))
+            }
+        };
     }
 }
 
@@ -740,6 +779,7 @@ impl FieldReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ciborium::Value;
 
     fn round_trip(m: WireMessage) {
         assert_eq!(WireMessage::decode(&m.encode()).unwrap(), m);
@@ -1005,5 +1045,35 @@ mod tests {
                 field: "supportedProtocolVersions"
             })
         );
+    }
+
+    #[test]
+    fn encoding_is_what_a_cbor_value_map_encodes_to() {
+        let doc = DocumentId::random();
+        let sync = WireMessage::Sync(DocMessage {
+            sender_id: "a".into(),
+            target_id: "b".into(),
+            document_id: doc,
+            data: vec![1, 2, 3],
+        });
+        assert_eq!(sync.encode(), cbor(&Value::Map(sync_fields(doc))));
+        let join = WireMessage::Join {
+            sender_id: "p".into(),
+            supported_protocol_versions: vec!["1".into()],
+            peer_metadata: Some(PeerMetadata {
+                storage_id: None,
+                is_ephemeral: true,
+            }),
+        };
+        let expected = Value::Map(vec![
+            (t("type"), t("join")),
+            (t("senderId"), t("p")),
+            (t("supportedProtocolVersions"), Value::Array(vec![t("1")])),
+            (
+                t("peerMetadata"),
+                Value::Map(vec![(t("isEphemeral"), Value::Bool(true))]),
+            ),
+        ]);
+        assert_eq!(join.encode(), cbor(&expected));
     }
 }

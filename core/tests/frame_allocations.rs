@@ -1,6 +1,6 @@
 //! Decoding a frame holds about one copy of its payload, never a tree of values many times
-//! its size. Measured with a counting global allocator, so this file holds a single test
-//! (other tests running at the same time would be counted too).
+//! its size; encoding one allocates the frame once. Measured with a counting global
+//! allocator, so this file holds a single test (others running meanwhile would be counted).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -69,8 +69,13 @@ fn decoding_holds_about_one_copy_of_the_frame() {
         document_id: DocumentId::random(),
         data: (0..data_len).map(|i| i as u8).collect(),
     });
-    let frame = message.encode();
+    let (frame, encode_total, _) = measure(|| message.encode());
     assert!(frame.len() <= MAX_FRAME_BYTES);
+    // Encoding, too, writes the frame once.
+    assert!(
+        encode_total <= frame.len() + 1024,
+        "encode allocated {encode_total} bytes"
+    );
     let (decoded, total, peak) = measure(|| WireMessage::decode(&frame));
     assert_eq!(decoded.as_ref(), Ok(&message));
     drop(decoded);
