@@ -132,7 +132,7 @@ fn ops_of(change: &Change) -> Result<Vec<Op>, Rejection> {
     // an actor the change does not list): a bad change must be refused, never crash the check.
     let Ok(expanded) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| change.decode()))
     else {
-        return reject("a change could not be read");
+        return unreadable("a change could not be read");
     };
     let mut out = Vec::with_capacity(expanded.operations.len());
     // Consecutive operations mostly touch the same object: format its id once.
@@ -173,7 +173,7 @@ fn ops_of(change: &Change) -> Result<Vec<Op>, Rejection> {
         let key = if op.key.is_map_key() {
             match serde_json::to_value(&op.key) {
                 Ok(serde_json::Value::String(k)) => Some(k),
-                _ => return reject("a change could not be read"),
+                _ => return unreadable("a change could not be read"),
             }
         } else {
             None
@@ -194,6 +194,13 @@ type OpId = String;
 fn reject<T>(msg: impl Into<String>) -> Result<T, Rejection> {
     Err(Rejection {
         code: codes::INVALID_CHANGE,
+        message: msg.into(),
+    })
+}
+
+fn unreadable<T>(msg: &str) -> Result<T, Rejection> {
+    Err(Rejection {
+        code: codes::UNREADABLE,
         message: msg.into(),
     })
 }
