@@ -6,7 +6,7 @@ use sotong_core::automerge::sync::{self, SyncDoc};
 use sotong_core::automerge::Automerge;
 use sotong_core::schema::proposal::{self, ProposalEdit, TextField};
 use sotong_core::schema::validate::check_changes;
-use sotong_core::wire::{DocMessage, WireMessage};
+use sotong_core::wire::{DocMessage, PeerMetadata, WireMessage};
 use sotong_core::{changes, DocumentId};
 
 fn samples() -> Vec<Vec<u8>> {
@@ -31,7 +31,39 @@ fn samples() -> Vec<Vec<u8>> {
         data: first.clone(),
     })
     .encode();
-    vec![doc.save(), doc.save_after(&base), first, frame]
+    // Large enough for automerge to deflate: a compressed change chunk, and a saved document
+    // with compressed columns, for the bounded inflation to read.
+    let mut big = proposal::create("t", &"본문 ".repeat(400), "c").unwrap();
+    let before = big.get_heads();
+    proposal::apply(
+        &mut big,
+        &ProposalEdit::insert(TextField::Body, 0, "x".repeat(600)),
+    )
+    .unwrap();
+    let compressed_change = big.save_after(&before);
+    let other_frames = [
+        WireMessage::Join {
+            sender_id: "p".into(),
+            supported_protocol_versions: vec!["1".into(), "2".into()],
+            peer_metadata: Some(PeerMetadata {
+                storage_id: Some("s".into()),
+                is_ephemeral: true,
+            }),
+        },
+        WireMessage::Rejected {
+            sender_id: "s".into(),
+            target_id: "p".into(),
+            document_id: DocumentId::random(),
+            code: "too_long".into(),
+            reason: "r".into(),
+            heads: doc.get_heads(),
+        },
+    ]
+    .map(|m| m.encode());
+    let mut all = vec![doc.save(), doc.save_after(&base), first, frame];
+    all.extend([big.save(), compressed_change]);
+    all.extend(other_frames);
+    all
 }
 
 fn mutate(rng: &mut impl Rng, input: &[u8]) -> Vec<u8> {
