@@ -11,7 +11,7 @@
 //! Sync reaches documents only through this type: their ids, their per-peer sync states and
 //! the drafts themselves.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use automerge::sync::State;
@@ -297,7 +297,7 @@ impl Drafts {
 
     /// Ids of the drafts loaded now.
     #[cfg(test)]
-    pub(crate) fn loaded_ids(&self) -> Result<HashSet<DocumentId>, ClientError> {
+    pub(crate) fn loaded_ids(&self) -> Result<std::collections::HashSet<DocumentId>, ClientError> {
         Ok(self.lock()?.drafts.keys().copied().collect())
     }
 
