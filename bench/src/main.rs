@@ -556,8 +556,8 @@ impl SyncListener for Probe {
     fn draft_changed(&self, id: DocumentId) {
         let _ = self.tx.send(Event::Changed(id, Instant::now()));
     }
-    fn draft_rejected(&self, id: DocumentId, reason: String) {
-        let _ = self.tx.send(Event::Rejected(id, reason));
+    fn draft_rejected(&self, r: sotong_core::client::Rejected) {
+        let _ = self.tx.send(Event::Rejected(r.id, r.reason));
     }
     fn stopped(&self, error: Option<String>) {
         let _ = self.tx.send(Event::Stopped(error));

@@ -7,6 +7,7 @@ use sotong_core::client::Client;
 use sotong_core::DocumentId;
 
 use crate::guard::{async_call, sync_call};
+use crate::live::{ListenerBridge, LiveSyncHandle, LiveSyncListener};
 use crate::{AccountInfo, Proposal, ProposalEdit, ProposalSummary, SotongError, SyncReport};
 
 /// A citizen's phone: the local store of drafts, the registered account, and sync with the
@@ -111,6 +112,35 @@ impl SotongClient {
         let inner = self.inner.clone();
         async_call(async move { Ok(inner.sync().await?.into()) }).await
     }
+
+    /// Starts live sync: every draft is synced, then this phone stays connected, pushing
+    /// local edits as they are made and receiving the citizen's other devices' edits as they
+    /// happen, all reported to `listener`. A lost connection is retried by itself with
+    /// growing, jittered delays (`BackingOff`); the session stops on `handle.cancel()`, on
+    /// sign-out, or when the server refuses the device (`Stopped` with the reason). Returns
+    /// once online, or once the first attempt failed in a way worth retrying. Fails with
+    /// `NotRegistered`/`Unauthorized` when retrying cannot help.
+    pub async fn start_live_sync(
+        &self,
+        listener: Box<dyn LiveSyncListener>,
+    ) -> Result<Arc<LiveSyncHandle>, SotongError> {
+        let inner = self.inner.clone();
+        async_call(async move {
+            let live = inner
+                .start_live_sync(Arc::new(ListenerBridge(listener)))
+                .await?;
+            Ok(Arc::new(LiveSyncHandle::new(live)))
+        })
+        .await
+    }
+
+    /// Signs this phone out: forgets its token and account and wipes its drafts (they belong
+    /// to the account; kept, they would sync into the next account registered here). Call
+    /// `sync` first to keep unsent changes. A live session stops. The server is not told
+    /// (it has no logout route yet), so the token stays valid there until it expires.
+    pub fn sign_out(&self) -> Result<(), SotongError> {
+        sync_call(|| Ok(self.inner.sign_out()?))
+    }
 }
 
 /// Parses a document id given as base58 or as an `automerge:` URL.
@@ -195,6 +225,40 @@ mod tests {
         assert!(matches!(
             client.sync().await,
             Err(SotongError::NotRegistered { .. })
+        ));
+        struct Ignore;
+        impl LiveSyncListener for Ignore {
+            fn on_state_changed(&self, _: crate::LiveSyncState) {}
+            fn on_draft_changed(&self, _: String) {}
+            fn on_draft_rejected(&self, _: crate::RejectedDraft) {}
+        }
+        assert!(matches!(
+            client.start_live_sync(Box::new(Ignore)).await,
+            Err(SotongError::NotRegistered { .. })
+        ));
+    }
+
+    #[test]
+    fn plain_http_to_another_machine_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let refused = SotongClient::open(
+            dir.path().to_string_lossy().into_owned(),
+            "http://sotong.example.kr".to_owned(),
+        );
+        assert!(matches!(refused, Err(SotongError::InsecureServer { .. })));
+    }
+
+    #[test]
+    fn sign_out_wipes_the_drafts() {
+        let (_dir, client) = open();
+        let id = client
+            .create_proposal("t".into(), "b".into(), "c".into())
+            .unwrap();
+        client.sign_out().unwrap();
+        assert!(client.list_proposals().unwrap().is_empty());
+        assert!(matches!(
+            client.read_proposal(id),
+            Err(SotongError::NotFound { .. })
         ));
     }
 }

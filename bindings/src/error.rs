@@ -2,6 +2,7 @@
 //! and Swift as a `SotongError.<kind>`, each with a human-readable `reason`.
 
 use sotong_core::client::ClientError;
+use sotong_core::schema::SchemaError;
 
 /// Why a Sotong call failed. Reasons are for logs and developers; show the user a message
 /// chosen by the variant.
@@ -14,7 +15,15 @@ pub enum SotongError {
         /// What was wrong.
         reason: String,
     },
-    /// This install has no registered device yet; call `register` first.
+    /// The server address is plain `http://` to another machine; use `https://` (plain HTTP
+    /// is accepted only for a server on this device, for development).
+    #[error("insecure server: {reason}")]
+    InsecureServer {
+        /// Details.
+        reason: String,
+    },
+    /// This install has no registered device (never registered, or signed out); call
+    /// `register` first.
     #[error("not registered: {reason}")]
     NotRegistered {
         /// Details.
@@ -62,19 +71,27 @@ pub enum SotongError {
 
 impl From<ClientError> for SotongError {
     fn from(e: ClientError) -> Self {
+        // The one place where the core's typed causes become a kind and a reason.
+        let reason = e.to_string();
         match e {
             ClientError::InvalidInput(reason) => SotongError::InvalidInput { reason },
-            ClientError::NotRegistered => SotongError::NotRegistered {
-                reason: "this device is not registered yet".to_owned(),
-            },
+            ClientError::InsecureServer { .. } => SotongError::InsecureServer { reason },
+            ClientError::NotRegistered => SotongError::NotRegistered { reason },
             ClientError::Unauthorized(reason) => SotongError::Unauthorized { reason },
-            ClientError::Network(reason) => SotongError::Network { reason },
+            ClientError::Http(_)
+            | ClientError::WebSocket(_)
+            | ClientError::Closed { .. }
+            | ClientError::Silent(_)
+            | ClientError::TimedOut => SotongError::Network { reason },
             ClientError::Server { status, message } => SotongError::Server {
                 status,
                 reason: message,
             },
+            ClientError::Protocol(_) => SotongError::Server { status: 0, reason },
             ClientError::NotFound(reason) => SotongError::NotFound { reason },
-            ClientError::Storage(reason) => SotongError::Storage { reason },
+            ClientError::Schema(SchemaError::Automerge(_)) => SotongError::Internal { reason },
+            ClientError::Schema(_) => SotongError::InvalidInput { reason },
+            ClientError::Store(_) | ClientError::Io(_) => SotongError::Storage { reason },
             ClientError::Internal(reason) => SotongError::Internal { reason },
         }
     }

@@ -13,12 +13,15 @@
 mod client;
 mod error;
 mod guard;
+mod live;
 mod types;
 
 pub use client::SotongClient;
 pub use error::SotongError;
+pub use live::{LiveSyncHandle, LiveSyncListener};
 pub use types::{
-    AccountInfo, Proposal, ProposalEdit, ProposalSummary, RejectedDraft, SyncReport, TextField,
+    AccountInfo, LiveSyncState, Proposal, ProposalEdit, ProposalSummary, RejectedDraft, SyncReport,
+    TextField,
 };
 
 uniffi::setup_scaffolding!();

@@ -76,8 +76,20 @@ impl From<core::ProposalSummary> for ProposalSummary {
 pub struct RejectedDraft {
     /// The document id (base58).
     pub id: String,
-    /// The server's reason.
+    /// The server's stable refusal code (e.g. `too_long`), to choose what to show.
+    pub code: String,
+    /// The server's reason, for logs and developers.
     pub reason: String,
+}
+
+impl From<core::Rejected> for RejectedDraft {
+    fn from(r: core::Rejected) -> Self {
+        Self {
+            id: r.id.to_string(),
+            code: r.code,
+            reason: r.reason,
+        }
+    }
 }
 
 /// What one sync round did.
@@ -96,14 +108,7 @@ impl From<core::SyncReport> for SyncReport {
         Self {
             documents_sent: r.documents_sent,
             documents_received: r.documents_received,
-            rejected: r
-                .rejected
-                .into_iter()
-                .map(|x| RejectedDraft {
-                    id: x.id.to_string(),
-                    reason: x.reason,
-                })
-                .collect(),
+            rejected: r.rejected.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -177,6 +182,38 @@ impl From<ProposalEdit> for schema::ProposalEdit {
                 text,
             },
             ProposalEdit::SetCategory { category } => schema::ProposalEdit::SetCategory(category),
+        }
+    }
+}
+
+/// Where a live sync session stands.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+pub enum LiveSyncState {
+    /// Opening a connection.
+    Connecting,
+    /// Connected: edits flow both ways as they are made.
+    Online,
+    /// Offline after a failure; the next attempt starts at `untilMs`.
+    BackingOff {
+        /// When the next attempt starts, in milliseconds since the Unix epoch.
+        until_ms: i64,
+        /// Why the last attempt ended.
+        error: String,
+    },
+    /// Ended for good: `error` is null when the app stopped it.
+    Stopped {
+        /// Why, unless the app stopped it (a refused token, a sign-out…).
+        error: Option<String>,
+    },
+}
+
+impl From<core::LiveState> for LiveSyncState {
+    fn from(s: core::LiveState) -> Self {
+        match s {
+            core::LiveState::Connecting => Self::Connecting,
+            core::LiveState::Online => Self::Online,
+            core::LiveState::BackingOff { until_ms, error } => Self::BackingOff { until_ms, error },
+            core::LiveState::Stopped { error } => Self::Stopped { error },
         }
     }
 }

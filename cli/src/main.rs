@@ -7,17 +7,20 @@
 //! sotong --home DIR proposal edit ID [--title T] [--body B] [--category C]
 //!                                    [--insert-body POS TEXT] [--delete-body POS COUNT] ...
 //! sotong --home DIR proposal list | proposal show ID
-//! sotong --home DIR sync
+//! sotong --home DIR sync | live | sign-out
 //! ```
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::sync::{Arc, Mutex};
+
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use sotong_core::client::Client;
+use sotong_core::client::{Client, LiveState, Rejected, SyncListener};
 use sotong_core::schema::proposal::{Proposal, ProposalEdit, TextField};
 use sotong_core::DocumentId;
+use tokio::sync::oneshot;
 
 /// Where the server URL is remembered inside the home directory.
 const SERVER_FILE: &str = "cli-server-url";
@@ -61,6 +64,12 @@ enum Command {
     Proposal(ProposalCommand),
     /// Send local changes to the server and receive those of the citizen's other devices.
     Sync,
+    /// Stay connected: print the session's state and the drafts changed by other devices,
+    /// reconnecting by itself after an outage, until Ctrl-C.
+    Live,
+    /// Forget this device's registration and wipe its drafts (run `sync` first to keep
+    /// unsent changes). The server is not told; the token expires there by itself.
+    SignOut,
 }
 
 #[derive(Subcommand)]
@@ -178,6 +187,12 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<(), String> {
             Ok(())
         }
         Command::Sync => sync(&client),
+        Command::Live => live(&client),
+        Command::SignOut => {
+            client.sign_out().map_err(|e| e.to_string())?;
+            println!("Signed out; the drafts on this device were wiped.");
+            Ok(())
+        }
     }
 }
 
@@ -253,9 +268,72 @@ fn sync(client: &Client) -> Result<(), String> {
         report.rejected.len()
     );
     for r in report.rejected {
-        println!("rejected {}: {}", r.id, r.reason);
+        println!("rejected {} ({}): {}", r.id, r.code, r.reason);
     }
     Ok(())
+}
+
+/// Prints what a live session does; tells `live` when it ends.
+struct Printer {
+    ended: Mutex<Option<oneshot::Sender<Option<String>>>>,
+}
+
+impl SyncListener for Printer {
+    fn state_changed(&self, state: LiveState) {
+        match state {
+            LiveState::Connecting => eprintln!("connecting"),
+            LiveState::Online => eprintln!("online"),
+            LiveState::BackingOff { until_ms, error } => {
+                let wait = until_ms.saturating_sub(now_millis()).max(0);
+                eprintln!(
+                    "offline ({error}); next attempt in {:.1} s",
+                    wait as f64 / 1000.0
+                );
+            }
+            LiveState::Stopped { .. } => {}
+        }
+    }
+    fn draft_changed(&self, id: DocumentId) {
+        println!("changed {id}");
+    }
+    fn draft_rejected(&self, r: Rejected) {
+        println!("rejected {} ({}): {}", r.id, r.code, r.reason);
+    }
+    fn stopped(&self, error: Option<String>) {
+        if let Some(tx) = self.ended.lock().ok().and_then(|mut e| e.take()) {
+            let _ = tx.send(error);
+        }
+    }
+}
+
+fn live(client: &Client) -> Result<(), String> {
+    runtime()?.block_on(async {
+        let (tx, rx) = oneshot::channel();
+        let printer = Arc::new(Printer {
+            ended: Mutex::new(Some(tx)),
+        });
+        let session = client
+            .start_live_sync(printer)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                session.stop().await;
+                Ok(())
+            }
+            ended = rx => match ended {
+                Ok(Some(error)) => Err(error),
+                _ => Ok(()),
+            },
+        }
+    })
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 fn edit(client: &Client, args: &EditArgs, matches: &ArgMatches) -> Result<(), String> {

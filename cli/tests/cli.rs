@@ -123,5 +123,17 @@ fn two_devices_draft_offline_and_merge_through_the_cli() {
     let out = sotong(fresh.path(), &url, &["sync"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not registered"));
+
+    // Sign-out forgets the account and wipes the drafts; a sync then needs a registration.
+    ok(sotong(b.path(), &url, &["sign-out"]));
+    assert!(!ok(sotong(b.path(), &url, &["proposal", "list"])).contains(id));
+    let out = sotong(b.path(), &url, &["sync"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not registered"));
+
+    // Plain http to another machine is refused before anything is sent.
+    let out = sotong(fresh.path(), "http://sotong.example.kr", &["sync"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("https://"));
     rt.block_on(server.shutdown());
 }

@@ -91,6 +91,8 @@ pub struct TestServer {
     handle: Option<ServerHandle>,
     data: TempDir,
     pg: Option<TempPgDb>,
+    /// Where the server listened before [`TestServer::go_down`].
+    down_at: Option<std::net::SocketAddr>,
     /// Adjusts the configuration on every (re)start.
     pub tweak: fn(&mut Config),
 }
@@ -111,6 +113,7 @@ impl TestServer {
             handle: None,
             data: tempfile::tempdir().expect("tempdir"),
             pg,
+            down_at: None,
             tweak,
         };
         server.boot().await;
@@ -162,6 +165,28 @@ impl TestServer {
             serve(listener, self.config())
                 .await
                 .expect("server restarts"),
+        );
+    }
+
+    /// Stops the server for an outage, keeping its data and address for
+    /// [`TestServer::come_back`].
+    pub async fn go_down(&mut self) {
+        if let Some(h) = self.handle.take() {
+            self.down_at = Some(h.addr());
+            h.shutdown().await;
+        }
+    }
+
+    /// Starts the server again after [`TestServer::go_down`], on the same data and address.
+    pub async fn come_back(&mut self) {
+        let addr = self.down_at.take().expect("the server went down first");
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("rebind the server port");
+        self.handle = Some(
+            serve(listener, self.config())
+                .await
+                .expect("server comes back"),
         );
     }
 
@@ -414,4 +439,92 @@ impl RawPeer {
 pub fn http() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
+}
+
+/// What a live sync session reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveEvent {
+    /// A state change.
+    State(sotong_core::client::LiveState),
+    /// A draft received the server's changes.
+    Changed(sotong_core::DocumentId),
+    /// A draft's changes were refused.
+    Rejected(sotong_core::client::Rejected),
+}
+
+/// A live sync listener that forwards everything it hears to a [`LiveEvents`] stream.
+pub struct LiveRecorder {
+    tx: tokio::sync::mpsc::UnboundedSender<LiveEvent>,
+}
+
+/// The events a [`LiveRecorder`] heard, for a test to await.
+pub struct LiveEvents {
+    rx: tokio::sync::mpsc::UnboundedReceiver<LiveEvent>,
+    seen: Vec<LiveEvent>,
+}
+
+impl LiveRecorder {
+    /// A recorder and the stream of what it hears.
+    pub fn new() -> (std::sync::Arc<Self>, LiveEvents) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (
+            std::sync::Arc::new(Self { tx }),
+            LiveEvents {
+                rx,
+                seen: Vec::new(),
+            },
+        )
+    }
+}
+
+impl sotong_core::client::SyncListener for LiveRecorder {
+    fn state_changed(&self, state: sotong_core::client::LiveState) {
+        let _ = self.tx.send(LiveEvent::State(state));
+    }
+    fn draft_changed(&self, id: sotong_core::DocumentId) {
+        let _ = self.tx.send(LiveEvent::Changed(id));
+    }
+    fn draft_rejected(&self, rejected: sotong_core::client::Rejected) {
+        let _ = self.tx.send(LiveEvent::Rejected(rejected));
+    }
+}
+
+impl LiveEvents {
+    /// Awaits the next event matching `wanted` and returns it. The 60 s limit only keeps a
+    /// broken build from hanging; it is no assertion on speed.
+    pub async fn until(&mut self, what: &str, wanted: impl Fn(&LiveEvent) -> bool) -> LiveEvent {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(e)) => {
+                    self.seen.push(e.clone());
+                    if wanted(&e) {
+                        return e;
+                    }
+                }
+                Ok(None) => panic!("the session ended before {what}; saw {:?}", self.seen),
+                Err(_) => panic!("no {what}; saw {:?}", self.seen),
+            }
+        }
+    }
+
+    /// Awaits the session's next state matching `wanted`.
+    pub async fn state(
+        &mut self,
+        what: &str,
+        wanted: impl Fn(&sotong_core::client::LiveState) -> bool,
+    ) -> sotong_core::client::LiveState {
+        match self
+            .until(what, |e| matches!(e, LiveEvent::State(s) if wanted(s)))
+            .await
+        {
+            LiveEvent::State(s) => s,
+            _ => unreachable!("filtered to states"),
+        }
+    }
+
+    /// Everything heard so far.
+    pub fn seen(&self) -> &[LiveEvent] {
+        &self.seen
+    }
 }

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sotong_core::client::SyncListener;
+use sotong_core::client::{LiveState, Rejected, SyncListener};
 use sotong_core::schema::proposal::{ProposalEdit, TextField};
 use sotong_core::DocumentId;
 use sotong_e2e::{eventually, new_phone_number, Backend, Phone, TestServer};
@@ -13,13 +13,17 @@ use sotong_e2e::{eventually, new_phone_number, Backend, Phone, TestServer};
 struct Seen {
     changed: Mutex<Vec<DocumentId>>,
     stopped: Mutex<Option<Option<String>>>,
+    states: Mutex<Vec<LiveState>>,
 }
 
 impl SyncListener for Seen {
     fn draft_changed(&self, id: DocumentId) {
         self.changed.lock().unwrap().push(id);
     }
-    fn draft_rejected(&self, _id: DocumentId, _reason: String) {}
+    fn draft_rejected(&self, _rejected: Rejected) {}
+    fn state_changed(&self, state: LiveState) {
+        self.states.lock().unwrap().push(state);
+    }
     fn stopped(&self, error: Option<String>) {
         *self.stopped.lock().unwrap() = Some(error);
     }
@@ -96,14 +100,19 @@ async fn edits_reach_the_other_device_while_both_are_connected() {
     live_a.stop().await;
     assert_eq!(*seen_a.stopped.lock().unwrap(), Some(None));
 
-    // The server shutting down closes B's session, which reports why.
+    // The server shutting down closes B's session, which reports it and retries.
     server.stop().await;
     let reported = eventually(Duration::from_secs(10), || async {
-        seen_b.stopped.lock().unwrap().clone()
+        let states = seen_b.states.lock().unwrap();
+        states
+            .iter()
+            .any(|s| matches!(s, LiveState::BackingOff { .. }))
+            .then_some(())
     })
     .await;
-    assert!(matches!(reported, Some(Some(_))), "{reported:?}");
+    assert!(reported.is_some(), "{:?}", seen_b.states.lock().unwrap());
     live_b.stop().await;
+    assert_eq!(*seen_b.stopped.lock().unwrap(), Some(None));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -58,10 +58,19 @@ impl Api {
         install_crypto_provider();
         let base = url::Url::parse(server_url)
             .map_err(|e| ClientError::InvalidInput(format!("server url: {e}")))?;
-        if !matches!(base.scheme(), "http" | "https") {
-            return Err(ClientError::InvalidInput(
-                "server url must start with http:// or https://".into(),
-            ));
+        match base.scheme() {
+            "https" => {}
+            "http" if is_loopback(&base) => {}
+            "http" => {
+                return Err(ClientError::InsecureServer {
+                    host: base.host_str().unwrap_or_default().to_owned(),
+                })
+            }
+            _ => {
+                return Err(ClientError::InvalidInput(
+                    "server url must start with https:// (or http:// to this machine)".into(),
+                ))
+            }
         }
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
@@ -143,6 +152,16 @@ impl Api {
     }
 }
 
+/// Whether `url` names this machine, where plain HTTP never crosses a network.
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 async fn check(resp: reqwest::Response) -> Result<reqwest::Response, ClientError> {
     let status = resp.status();
     if status.is_success() {
@@ -163,4 +182,35 @@ async fn check(resp: reqwest::Response) -> Result<reqwest::Response, ClientError
             message,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_is_only_for_loopback() {
+        for ok in [
+            "https://sotong.example.kr",
+            "http://127.0.0.1:8080",
+            "http://localhost:1",
+            "http://[::1]:80",
+        ] {
+            assert!(Api::new(ok).is_ok(), "{ok}");
+        }
+        for insecure in [
+            "http://sotong.example.kr",
+            "http://10.0.0.2:8080",
+            "http://[fe80::1]",
+        ] {
+            assert!(
+                matches!(Api::new(insecure), Err(ClientError::InsecureServer { .. })),
+                "{insecure}"
+            );
+        }
+        assert!(matches!(
+            Api::new("ftp://127.0.0.1"),
+            Err(ClientError::InvalidInput(_))
+        ));
+    }
 }

@@ -12,11 +12,14 @@ pub mod store;
 mod sync;
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
 
 pub use error::ClientError;
 use store::{AccountRow, Store};
-pub use sync::{LiveSync, SyncListener};
+use sync::{Device, Nudge};
+pub use sync::{LiveOptions, LiveState, LiveSync, Rejected, SyncListener, SyncReport};
 
 use crate::schema::proposal::{self, Proposal, ProposalEdit};
 use crate::DocumentId;
@@ -48,53 +51,32 @@ pub struct ProposalSummary {
     pub updated_at: i64,
 }
 
-/// A draft the server refused during a sync, and why. The draft was rewound to the server's
-/// state and its still-valid content replayed on top.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejected {
-    /// The draft.
-    pub id: DocumentId,
-    /// The server's reason.
-    pub reason: String,
-}
-
-/// What one sync did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SyncReport {
-    /// Drafts whose local changes the server now holds.
-    pub documents_sent: u32,
-    /// Drafts that received changes from the server (including new ones).
-    pub documents_received: u32,
-    /// Drafts the server refused changes of.
-    pub rejected: Vec<Rejected>,
-}
-
 /// The phone's core: its store, its drafts and its connection to the server.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
 }
 
-pub(crate) struct Inner {
-    pub(crate) store: Store,
-    pub(crate) api: api::Api,
-    pub(crate) drafts: drafts::Drafts,
+struct Inner {
+    device: Arc<Device>,
     /// Where local edits are announced while a live sync session runs.
-    live: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<DocumentId>>>,
+    live: Mutex<Option<mpsc::UnboundedSender<Nudge>>>,
 }
 
 impl Inner {
-    pub(crate) fn set_live(&self, tx: Option<tokio::sync::mpsc::UnboundedSender<DocumentId>>) {
-        if let Ok(mut live) = self.live.lock() {
-            *live = tx;
-        }
+    fn store(&self) -> &Store {
+        &self.device.store
     }
 
-    /// Tells a running live session that a draft changed here.
-    fn changed_locally(&self, id: DocumentId) {
+    fn drafts(&self) -> &drafts::Drafts {
+        &self.device.drafts
+    }
+
+    /// Tells a running live session, if any.
+    fn nudge(&self, nudge: Nudge) {
         if let Ok(live) = self.live.lock() {
             if let Some(tx) = live.as_ref() {
-                let _ = tx.send(id);
+                let _ = tx.send(nudge);
             }
         }
     }
@@ -104,9 +86,8 @@ impl Client {
     /// Opens (creating if needed) the install's data in `data_dir`. `server_url` is used
     /// until the device registers; afterwards the account's server is used.
     pub fn open(data_dir: &Path, server_url: &str) -> Result<Client, ClientError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| ClientError::Storage(format!("cannot create the data directory: {e}")))?;
-        let store = Store::open(&data_dir.join(DATABASE_FILE))?;
+        std::fs::create_dir_all(data_dir)?;
+        let store = Arc::new(Store::open(&data_dir.join(DATABASE_FILE))?);
         let url = match store.account()? {
             Some(a) => a.server_url,
             None => server_url.to_owned(),
@@ -114,10 +95,12 @@ impl Client {
         let api = api::Api::new(&url)?;
         Ok(Client {
             inner: Arc::new(Inner {
-                store,
-                api,
-                drafts: drafts::Drafts::default(),
-                live: std::sync::Mutex::new(None),
+                device: Arc::new(Device {
+                    drafts: Arc::new(drafts::Drafts::new(store.clone())),
+                    store,
+                    api,
+                }),
+                live: Mutex::new(None),
             }),
         })
     }
@@ -125,6 +108,7 @@ impl Client {
     /// The server this device talks to.
     pub fn server_url(&self) -> String {
         self.inner
+            .device
             .api
             .base()
             .as_str()
@@ -134,7 +118,7 @@ impl Client {
 
     /// Asks the server to send a one-time code to `phone` (E.164, e.g. "+821012345678").
     pub async fn request_code(&self, phone: &str) -> Result<(), ClientError> {
-        self.inner.api.request_code(phone).await
+        self.inner.device.api.request_code(phone).await
     }
 
     /// Registers this device with the code received; a second device of the same number
@@ -145,7 +129,12 @@ impl Client {
         code: &str,
         device_name: &str,
     ) -> Result<AccountInfo, ClientError> {
-        let reg = self.inner.api.register(phone, code, device_name).await?;
+        let reg = self
+            .inner
+            .device
+            .api
+            .register(phone, code, device_name)
+            .await?;
         let row = AccountRow {
             server_url: self.server_url(),
             account_id: reg.account_id,
@@ -154,13 +143,13 @@ impl Client {
             token_expires_at: reg.expires_at.saturating_mul(1000),
             registered_at: now_millis(),
         };
-        self.inner.store.save_account(&row)?;
+        self.inner.store().save_account(&row)?;
         Ok(account_info(&row))
     }
 
     /// The device's account, if registered.
     pub fn account(&self) -> Result<Option<AccountInfo>, ClientError> {
-        Ok(self.inner.store.account()?.map(|a| account_info(&a)))
+        Ok(self.inner.store().account()?.map(|a| account_info(&a)))
     }
 
     /// Creates a proposal draft; works offline.
@@ -172,10 +161,8 @@ impl Client {
     ) -> Result<DocumentId, ClientError> {
         let doc = proposal::create(title, body, category)?;
         let id = DocumentId::random();
-        self.inner
-            .drafts
-            .insert_new(&self.inner.store, id, proposal::KIND, doc)?;
-        self.inner.changed_locally(id);
+        self.inner.drafts().insert_new(id, proposal::KIND, doc)?;
+        self.inner.nudge(Nudge::Changed(id));
         Ok(id)
     }
 
@@ -185,26 +172,24 @@ impl Client {
         id: &DocumentId,
         edit: ProposalEdit,
     ) -> Result<Proposal, ClientError> {
-        let out = self.inner.drafts.edit(&self.inner.store, id, |doc| {
+        let out = self.inner.drafts().edit(id, |doc| {
             proposal::apply(doc, &edit)?;
             Ok(proposal::read(doc)?)
         })?;
-        self.inner.changed_locally(*id);
+        self.inner.nudge(Nudge::Changed(*id));
         Ok(out)
     }
 
     /// A proposal draft's content.
     pub fn read_proposal(&self, id: &DocumentId) -> Result<Proposal, ClientError> {
-        self.inner
-            .drafts
-            .read(&self.inner.store, id, |doc| Ok(proposal::read(doc)?))
+        self.inner.drafts().read(id, |doc| Ok(proposal::read(doc)?))
     }
 
     /// Every proposal draft on this device, most recently changed first. Read from the
     /// store's list columns, so listing does not load every draft.
     pub fn list_proposals(&self) -> Result<Vec<ProposalSummary>, ClientError> {
         let mut out = Vec::new();
-        for row in self.inner.store.list_documents()? {
+        for row in self.inner.store().list_documents()? {
             if row.kind != proposal::KIND {
                 continue;
             }
@@ -229,17 +214,51 @@ impl Client {
 
     /// Exchanges every draft with the server until both sides hold the same content.
     pub async fn sync(&self) -> Result<SyncReport, ClientError> {
-        sync::sync_once(&self.inner).await
+        sync::sync_once(&self.inner.device).await
     }
 
     /// Starts a live sync session: every draft is synced, then the device stays connected,
     /// pushing local edits at once and applying the server's pushes as they come (reported to
-    /// `listener`). Returns once connected; needs a tokio runtime.
+    /// `listener`). A lost connection is retried with backoff until the session is stopped or
+    /// fails for good (refused token, sign-out). Returns once the first connection is online
+    /// or has failed in a way worth retrying; needs a tokio runtime. One live session per
+    /// client: a second one takes over the device's edit notifications.
     pub async fn start_live_sync(
         &self,
         listener: Arc<dyn SyncListener>,
     ) -> Result<LiveSync, ClientError> {
-        sync::start_live(self.inner.clone(), listener).await
+        self.start_live_sync_with(listener, LiveOptions::default())
+            .await
+    }
+
+    /// [`Client::start_live_sync`] with other timings (ping, silence, backoff).
+    pub async fn start_live_sync_with(
+        &self,
+        listener: Arc<dyn SyncListener>,
+        options: LiveOptions,
+    ) -> Result<LiveSync, ClientError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Ok(mut live) = self.inner.live.lock() {
+            *live = Some(tx);
+        }
+        sync::start_live(self.inner.device.clone(), listener, options, rx).await
+    }
+
+    /// Signs this device out: forgets its token and account, and wipes its drafts (they
+    /// belong to the account; kept, they would sync into the next account registered here).
+    /// Sync first to keep unsent changes. A running live session stops. The server is not
+    /// told (it has no logout route yet): the token stays valid there until it expires.
+    pub fn sign_out(&self) -> Result<(), ClientError> {
+        self.inner.nudge(Nudge::SignedOut);
+        self.inner.store().sign_out()?;
+        self.inner.drafts().clear()
+    }
+
+    /// Test support: the most drafts held in memory at once since the last call (which
+    /// resets the mark to what is loaded now).
+    #[doc(hidden)]
+    pub fn take_loaded_drafts_high_water(&self) -> Result<usize, ClientError> {
+        self.inner.drafts().take_high_water()
     }
 
     /// Test support: changes a draft with raw Automerge operations, bypassing the schema, to
@@ -250,7 +269,7 @@ impl Client {
         id: &DocumentId,
         f: impl FnOnce(&mut automerge::Automerge),
     ) -> Result<(), ClientError> {
-        self.inner.drafts.edit(&self.inner.store, id, |doc| {
+        self.inner.drafts().edit(id, |doc| {
             f(doc);
             Ok(())
         })
@@ -318,7 +337,7 @@ mod tests {
                 ("second, renamed".to_owned(), "b".to_owned())
             ]
         );
-        assert!(client.inner.drafts.loaded_ids().unwrap().is_empty());
+        assert!(client.inner.drafts().loaded_ids().unwrap().is_empty());
         assert_eq!(client.read_proposal(&first).unwrap().body, "one");
     }
 }

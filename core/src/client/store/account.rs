@@ -104,6 +104,18 @@ impl Store {
         })
     }
 
+    /// Signs out: forgets the registration and every document with its chunks and sync
+    /// states, in one transaction. Drafts belong to the account: kept, they would sync into
+    /// whichever account registers next on this install.
+    pub fn sign_out(&self) -> Result<(), StoreError> {
+        let mut conn = self.writer()?;
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM account", [])?;
+        tx.execute("DELETE FROM documents", [])?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Forgets the registration (sign-out). Drafts stay.
     pub fn clear_account(&self) -> Result<(), StoreError> {
         self.writer()?.execute("DELETE FROM account", [])?;

@@ -271,6 +271,19 @@ impl Store {
         })
     }
 
+    /// Whether the phone knows the document (without loading it).
+    pub fn has_document(&self, id: &DocumentId) -> Result<bool, StoreError> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT 1 FROM documents WHERE doc_id = ?1",
+                params![id.as_bytes()],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+        })
+    }
+
     /// Loads a document from all its stored chunks, or `None` if the phone does not know it.
     /// A known document with nothing saved yet loads as an empty document.
     pub fn load_document(&self, id: &DocumentId) -> Result<Option<LoadedDoc>, StoreError> {

@@ -1,11 +1,16 @@
 import java.io.File
 import java.nio.file.Files
+import kotlinx.coroutines.channels.Channel
 import kotlinx.coroutines.delay
 import kotlinx.coroutines.runBlocking
+import kotlinx.coroutines.withTimeout
 import org.junit.After
 import org.junit.Test
 import uniffi.sotong_ffi.AccountInfo
+import uniffi.sotong_ffi.LiveSyncListener
+import uniffi.sotong_ffi.LiveSyncState
 import uniffi.sotong_ffi.ProposalEdit
+import uniffi.sotong_ffi.RejectedDraft
 import uniffi.sotong_ffi.SotongClient
 import uniffi.sotong_ffi.SotongException
 import uniffi.sotong_ffi.TextField
@@ -117,6 +122,91 @@ class SotongClientTest {
         assertNull(client.account())
         assertFailsWith<SotongException.NotRegistered> { client.sync() }
         Unit
+    }
+
+    @Test
+    fun aLiveSessionGoesOnlineReceivesAnotherDevicesEditAndStops() = runBlocking {
+        val phone = "+821055500001"
+        val a = openDevice()
+        val b = openDevice()
+        registerDevice(a, phone, "Phone A")
+        registerDevice(b, phone, "Tablet B")
+
+        val events = Recorder()
+        val handle = b.startLiveSync(events)
+        events.await("online") { it == LiveSyncState.Online }
+        assertTrue(!handle.isFinished())
+
+        val id = a.createProposal("가로등", "골목길이 어두워요.", "safety")
+        a.sync()
+        events.await("B is told about A's draft") { it == "changed:$id" }
+        assertEquals("가로등", b.readProposal(id).title)
+
+        a.editProposal(id, ProposalEdit.Replace(TextField.TITLE, "가로등 설치"))
+        a.sync()
+        events.await("B is told about A's edit") { it == "changed:$id" }
+        assertEquals("가로등 설치", b.readProposal(id).title)
+
+        handle.stop()
+        events.await("stopped") { it == LiveSyncState.Stopped(null) }
+        assertTrue(handle.isFinished())
+        handle.close()
+    }
+
+    @Test
+    fun signingOutForgetsTheAccountAndDraftsThenSyncIsNotRegistered() = runBlocking {
+        val client = openDevice()
+        registerDevice(client, "+821055500002", "Phone")
+        client.createProposal("놀이터", "그네가 고장났어요.", "parks")
+        client.sync()
+
+        client.signOut()
+        assertNull(client.account())
+        assertTrue(client.listProposals().isEmpty())
+        assertFailsWith<SotongException.NotRegistered> { client.sync() }
+        Unit
+    }
+
+    @Test
+    fun plainHttpToAnotherMachineIsRefused() {
+        val dir = Files.createTempDirectory("sotong-kt-").toFile()
+        dirs += dir
+        assertFailsWith<SotongException.InsecureServer> {
+            SotongClient.open(dir.path, "http://sotong.example.kr")
+        }
+    }
+
+    /** Collects a live session's callbacks (states, and drafts as "changed:ID"/"rejected:ID"). */
+    private class Recorder : LiveSyncListener {
+        private val events = Channel<Any>(Channel.UNLIMITED)
+        private val seen = mutableListOf<Any>()
+
+        override fun onStateChanged(state: LiveSyncState) {
+            events.trySend(state)
+        }
+
+        override fun onDraftChanged(id: String) {
+            events.trySend("changed:$id")
+        }
+
+        override fun onDraftRejected(rejected: RejectedDraft) {
+            events.trySend("rejected:${rejected.id}:${rejected.code}")
+        }
+
+        /** Waits for the next event matching `wanted` (30 s guard against a hang, not a speed check). */
+        suspend fun await(what: String, wanted: (Any) -> Boolean) {
+            try {
+                withTimeout(30_000) {
+                    while (true) {
+                        val event = events.receive()
+                        seen += event
+                        if (wanted(event)) return@withTimeout
+                    }
+                }
+            } catch (e: kotlinx.coroutines.TimeoutCancellationException) {
+                fail("no $what; saw $seen")
+            }
+        }
     }
 
     private fun openDevice(): SotongClient {

@@ -1,0 +1,369 @@
+//! Live sync: a task that stays connected, pushes local edits at once and applies the
+//! server's pushes as they come. It reconnects by itself after a server restart, a network
+//! loss or a close by the server, waiting with exponential backoff and full jitter between
+//! attempts, and stops only when told to or on an error retrying cannot fix (a refused
+//! token, a signed-out device). Every change of state goes to the listener.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::engine::Engine;
+use super::transport::Transport;
+use super::{flush, Device, SyncListener};
+use crate::client::error::ClientError;
+use crate::DocumentId;
+
+/// Where a live session stands, as its listener sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveState {
+    /// Opening a connection.
+    Connecting,
+    /// Connected and joined: edits flow both ways.
+    Online,
+    /// The connection failed or broke; the next attempt starts at `until_ms`.
+    BackingOff {
+        /// When the next attempt starts, in milliseconds since the Unix epoch.
+        until_ms: i64,
+        /// Why the last attempt ended (no personal data).
+        error: String,
+    },
+    /// The session ended for good: `None` when the app stopped it, else why.
+    Stopped {
+        /// Why, unless the app stopped it.
+        error: Option<String>,
+    },
+}
+
+/// Timings of a live session; the defaults suit a phone, tests shorten them.
+#[derive(Debug, Clone)]
+pub struct LiveOptions {
+    /// How often the phone pings the server.
+    pub ping_interval: Duration,
+    /// Silence (not even a pong) after which the connection is taken for lost.
+    pub silence_timeout: Duration,
+    /// The ceiling of the first retry's delay; it doubles with every failed attempt.
+    pub first_retry: Duration,
+    /// The largest retry delay.
+    pub max_retry: Duration,
+    /// A connection that stayed up this long resets the backoff.
+    pub stable_after: Duration,
+}
+
+impl Default for LiveOptions {
+    fn default() -> Self {
+        Self {
+            ping_interval: Duration::from_secs(30),
+            silence_timeout: Duration::from_secs(90),
+            first_retry: Duration::from_millis(500),
+            max_retry: Duration::from_secs(60),
+            stable_after: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the rest of the client tells a running live session.
+#[derive(Debug)]
+pub(crate) enum Nudge {
+    /// A draft changed on the device.
+    Changed(DocumentId),
+    /// The device signed out: stop.
+    SignedOut,
+}
+
+/// A running live sync session; dropping it (or [`LiveSync::stop`]) ends it.
+pub struct LiveSync {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl LiveSync {
+    /// Ends the session and waits until its connection is closed and the listener told.
+    pub async fn stop(mut self) {
+        self.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// Asks the session to end, without waiting.
+    pub fn cancel(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Whether the session has ended.
+    pub fn is_finished(&self) -> bool {
+        self.task.as_ref().is_none_or(|t| t.is_finished())
+    }
+}
+
+impl Drop for LiveSync {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+/// Starts a live session. Returns once the first connection is online, or once it failed
+/// with an error worth retrying (the session then keeps trying); fails on a permanent one.
+pub(crate) async fn start_live(
+    device: Arc<Device>,
+    listener: Arc<dyn SyncListener>,
+    options: LiveOptions,
+    nudges: mpsc::UnboundedReceiver<Nudge>,
+) -> Result<LiveSync, ClientError> {
+    device.token()?;
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let task = tokio::spawn(async move {
+        let mut live = Live {
+            device,
+            listener,
+            options,
+            nudges,
+            stop: stop_rx,
+            ready: Some(ready_tx),
+        };
+        live.run().await;
+    });
+    match ready_rx.await {
+        Ok(Ok(())) => Ok(LiveSync {
+            stop: Some(stop_tx),
+            task: Some(task),
+        }),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(ClientError::Internal(
+            "live sync ended before it started".into(),
+        )),
+    }
+}
+
+/// How a session ended without an error.
+enum Ended {
+    Stopped,
+    SignedOut,
+}
+
+/// The live task's state.
+struct Live {
+    device: Arc<Device>,
+    listener: Arc<dyn SyncListener>,
+    options: LiveOptions,
+    nudges: mpsc::UnboundedReceiver<Nudge>,
+    stop: oneshot::Receiver<()>,
+    /// Told once, when the first attempt is online or has failed.
+    ready: Option<oneshot::Sender<Result<(), ClientError>>>,
+}
+
+impl Live {
+    async fn run(&mut self) {
+        let mut backoff = Backoff::new(&self.options, StdRng::from_entropy());
+        let error = loop {
+            self.listener.state_changed(LiveState::Connecting);
+            let mut online_since = None;
+            let failure = match self.session(&mut online_since).await {
+                Ok(Ended::Stopped) => break None,
+                Ok(Ended::SignedOut) => break Some(ClientError::NotRegistered.to_string()),
+                Err(e) => e,
+            };
+            if failure.is_permanent() {
+                let reason = failure.to_string();
+                if let Some(ready) = self.ready.take() {
+                    let _ = ready.send(Err(failure));
+                }
+                break Some(reason);
+            }
+            self.tell_ready();
+            if online_since.is_some_and(|t| t.elapsed() >= self.options.stable_after) {
+                backoff.reset();
+            }
+            let delay = backoff.next_delay();
+            let until_ms = crate::client::now_millis()
+                .saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+            tracing::info!(error = %failure, delay_ms = delay.as_millis() as u64, "live sync lost its connection; retrying");
+            self.listener.state_changed(LiveState::BackingOff {
+                until_ms,
+                error: failure.to_string(),
+            });
+            match self.wait(delay).await {
+                None => continue,
+                Some(Ended::Stopped) => break None,
+                Some(Ended::SignedOut) => break Some(ClientError::NotRegistered.to_string()),
+            }
+        };
+        self.listener.state_changed(LiveState::Stopped {
+            error: error.clone(),
+        });
+        self.listener.stopped(error);
+    }
+
+    fn tell_ready(&mut self) {
+        if let Some(ready) = self.ready.take() {
+            let _ = ready.send(Ok(()));
+        }
+    }
+
+    /// Waits out a backoff delay; `Some` if the session must end instead.
+    async fn wait(&mut self, delay: Duration) -> Option<Ended> {
+        let deadline = tokio::time::sleep(delay);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => return None,
+                _ = &mut self.stop => return Some(Ended::Stopped),
+                nudge = self.nudges.recv() => match nudge {
+                    // The next session announces every draft anyway.
+                    Some(Nudge::Changed(_)) => {}
+                    Some(Nudge::SignedOut) => return Some(Ended::SignedOut),
+                    None => return Some(Ended::Stopped),
+                },
+            }
+        }
+    }
+
+    /// One connection, from connecting to its end.
+    async fn session(&mut self, online_since: &mut Option<Instant>) -> Result<Ended, ClientError> {
+        let device = self.device.clone();
+        let token = device.token()?;
+        let remote = tokio::select! {
+            r = device.api.documents(&token) => r?,
+            _ = &mut self.stop => return Ok(Ended::Stopped),
+        };
+        let me = device.store.peer_id()?;
+        let mut transport = tokio::select! {
+            t = Transport::connect(&device.api, &token, me) => t?,
+            _ = &mut self.stop => return Ok(Ended::Stopped),
+        };
+        *online_since = Some(Instant::now());
+        // Edits made before now are announced with every other draft below.
+        while let Ok(nudge) = self.nudges.try_recv() {
+            if matches!(nudge, Nudge::SignedOut) {
+                return Ok(Ended::SignedOut);
+            }
+        }
+        self.listener.state_changed(LiveState::Online);
+        self.tell_ready();
+
+        let mut engine = Engine::new(&device.drafts, &remote)?;
+        engine.fill()?;
+        let mut ping = tokio::time::interval_at(
+            Instant::now() + self.options.ping_interval,
+            self.options.ping_interval,
+        );
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let ended = loop {
+            flush(&mut transport, &mut engine, Some(self.listener.as_ref())).await?;
+            tokio::select! {
+                _ = &mut self.stop => break Ended::Stopped,
+                nudge = self.nudges.recv() => match nudge {
+                    Some(Nudge::Changed(id)) => engine.local_change(id)?,
+                    Some(Nudge::SignedOut) => break Ended::SignedOut,
+                    None => break Ended::Stopped,
+                },
+                _ = ping.tick() => {
+                    let silent = transport.silent_for();
+                    if silent >= self.options.silence_timeout {
+                        return Err(ClientError::Silent(silent));
+                    }
+                    transport.ping().await?;
+                }
+                msg = transport.recv() => {
+                    engine.handle(msg?)?;
+                    engine.fill()?;
+                }
+            }
+        };
+        engine.finish();
+        transport.close().await;
+        Ok(ended)
+    }
+}
+
+/// Exponential backoff with full jitter: the n-th delay is uniform in
+/// `[0, min(max, first · 2ⁿ)]`, so that phones cut off together do not return together.
+struct Backoff {
+    first: Duration,
+    max: Duration,
+    attempt: u32,
+    rng: StdRng,
+}
+
+impl Backoff {
+    fn new(options: &LiveOptions, rng: StdRng) -> Self {
+        Self {
+            first: options.first_retry,
+            max: options.max_retry,
+            attempt: 0,
+            rng,
+        }
+    }
+
+    /// The ceiling of the current attempt's delay.
+    fn ceiling(&self) -> Duration {
+        let factor = 1u32.checked_shl(self.attempt.min(31)).unwrap_or(u32::MAX);
+        self.first.saturating_mul(factor).min(self.max)
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let ceiling = self.ceiling();
+        self.attempt = self.attempt.saturating_add(1);
+        let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(self.rng.gen_range(0..=millis))
+    }
+
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backoff(seed: u64) -> Backoff {
+        Backoff::new(&LiveOptions::default(), StdRng::seed_from_u64(seed))
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_cap_with_full_jitter() {
+        let mut b = backoff(7);
+        let ceilings: Vec<u64> = (0..10)
+            .map(|_| {
+                let c = b.ceiling();
+                let d = b.next_delay();
+                assert!(d <= c, "{d:?} > {c:?}");
+                c.as_millis() as u64
+            })
+            .collect();
+        assert_eq!(
+            ceilings,
+            [500, 1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 60_000, 60_000, 60_000]
+        );
+        // Far past any sane attempt count it stays at the cap without overflowing.
+        b.attempt = 10_000;
+        assert_eq!(b.ceiling(), Duration::from_secs(60));
+        b.reset();
+        assert_eq!(b.ceiling(), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn jitter_spreads_phones_cut_off_together() {
+        // Sixty-four phones at their fifth attempt (ceiling 8 s): the delays spread out.
+        let delays: Vec<Duration> = (0..64)
+            .map(|seed| {
+                let mut b = backoff(seed);
+                b.attempt = 4;
+                b.next_delay()
+            })
+            .collect();
+        let min = delays.iter().min().copied().unwrap_or_default();
+        let max = delays.iter().max().copied().unwrap_or_default();
+        assert!(max - min > Duration::from_secs(4), "{min:?}..{max:?}");
+        assert!(max <= Duration::from_secs(8));
+    }
+}
