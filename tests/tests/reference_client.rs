@@ -26,13 +26,18 @@ fn repo_root() -> PathBuf {
         .to_owned()
 }
 
-/// Installs the pinned Node packages if needed (idempotent).
+/// Installs the pinned Node packages if needed, once per test process: the tests here run in
+/// parallel, and two `npm ci` in one directory would trip over each other.
 fn install_js_deps() {
-    let deps = Command::new("bash")
-        .arg(repo_root().join("scripts/js-deps.sh"))
-        .status()
-        .expect("run scripts/js-deps.sh (needs node and npm)");
-    assert!(deps.success(), "installing tests/js dependencies failed");
+    static INSTALLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let ok = *INSTALLED.get_or_init(|| {
+        Command::new("bash")
+            .arg(repo_root().join("scripts/js-deps.sh"))
+            .status()
+            .expect("run scripts/js-deps.sh (needs node and npm)")
+            .success()
+    });
+    assert!(ok, "installing tests/js dependencies failed");
 }
 
 /// Runs read_draft.mjs once and returns its result line.
