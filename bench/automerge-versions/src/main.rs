@@ -462,7 +462,7 @@ macro_rules! bench {
                 if docs.len() != copies {
                     return Err("lost a document".into());
                 }
-                let k = format!("mem{chars}");
+                let k = format!("mem{chars}x{copies}");
                 result(&format!("{k}.kib_per_doc"), per_doc / 1024.0);
                 result(&format!("{k}.docs_per_gib"), (1u64 << 30) as f64 / per_doc);
                 result(&format!("{k}.saved_kib"), bytes.len() as f64 / 1024.0);
