@@ -426,10 +426,22 @@ macro_rules! bench {
                     return Err("peers did not converge".into());
                 }
                 let k = format!("relay{chars}");
-                result(&format!("{k}.recv_and_forward_cpu_ms_p50"), quantile(&mut relay, 0.5));
-                result(&format!("{k}.recv_and_forward_cpu_ms_p99"), quantile(&mut relay, 0.99));
-                result(&format!("{k}.until_quiet_cpu_ms_p50"), quantile(&mut full, 0.5));
-                result(&format!("{k}.until_quiet_cpu_ms_p99"), quantile(&mut full, 0.99));
+                result(
+                    &format!("{k}.recv_and_forward_cpu_ms_p50"),
+                    quantile(&mut relay, 0.5),
+                );
+                result(
+                    &format!("{k}.recv_and_forward_cpu_ms_p99"),
+                    quantile(&mut relay, 0.99),
+                );
+                result(
+                    &format!("{k}.until_quiet_cpu_ms_p50"),
+                    quantile(&mut full, 0.5),
+                );
+                result(
+                    &format!("{k}.until_quiet_cpu_ms_p99"),
+                    quantile(&mut full, 0.99),
+                );
                 Ok(())
             }
 
@@ -446,8 +458,14 @@ macro_rules! bench {
                         return Err("loaded an empty document".into());
                     }
                 }
-                result(&format!("load{chars}.cpu_ms_p50"), quantile(&mut times, 0.5));
-                result(&format!("load{chars}.cpu_ms_p99"), quantile(&mut times, 0.99));
+                result(
+                    &format!("load{chars}.cpu_ms_p50"),
+                    quantile(&mut times, 0.5),
+                );
+                result(
+                    &format!("load{chars}.cpu_ms_p99"),
+                    quantile(&mut times, 0.99),
+                );
                 Ok(())
             }
 
@@ -556,7 +574,11 @@ fn driver(passes: usize, only: Option<&str>) -> Res {
             &["load", &d, &c30],
         ];
         for pass in 0..passes {
-            let order = if pass % 2 == 0 { ["06", "12"] } else { ["12", "06"] };
+            let order = if pass % 2 == 0 {
+                ["06", "12"]
+            } else {
+                ["12", "06"]
+            };
             for args in runs.iter().filter(|a| only.is_none_or(|o| o == a[0])) {
                 for v in order {
                     eprintln!("pass {}/{passes}: {v} {}", pass + 1, args[0]);
@@ -569,7 +591,10 @@ fn driver(passes: usize, only: Option<&str>) -> Res {
     let _ = std::fs::remove_dir_all(&dir);
     outcome?;
     println!("median of {passes} passes, each in a fresh process per version");
-    println!("{:<44} {:>12} {:>12} {:>9}", "figure", "0.6.1", "0.12.0", "12/06");
+    println!(
+        "{:<44} {:>12} {:>12} {:>9}",
+        "figure", "0.6.1", "0.12.0", "12/06"
+    );
     for (key, by_version) in &mut figures {
         let mut med = |v: &str| {
             by_version
