@@ -10,8 +10,8 @@
 //          --doc automerge:ID [--timeout-ms 5000]
 
 import { parseArgs } from "node:util"
-import { Repo, isValidAutomergeUrl } from "@automerge/automerge-repo"
-import { WebSocketClientAdapter } from "@automerge/automerge-repo-network-websocket"
+import { isValidAutomergeUrl } from "@automerge/automerge-repo"
+import { connect, Refused, text } from "./connect.mjs"
 
 let finished = false
 
@@ -62,43 +62,12 @@ async function main() {
   }
   const deadline = AbortSignal.timeout(timeoutMs)
 
-  const base = new URL(server)
-  let response
+  let repo
   try {
-    response = await fetch(new URL("/v1/auth/ticket", base), {
-      method: "POST",
-      headers: { authorization: `Bearer ${token}` },
-      signal: deadline,
-    })
+    ;({ repo } = await connect(server, token, deadline))
   } catch (err) {
-    if (deadline.aborted) return finish({ found: false, reason: "timeout" })
-    return harnessError(`cannot reach ${base.origin}: ${err.message}`)
-  }
-  if (response.status === 401 || response.status === 403) {
-    return finish({ found: false, reason: "unauthorized", status: response.status })
-  }
-  if (!response.ok) {
-    return harnessError(`POST /v1/auth/ticket answered ${response.status}: ${await response.text()}`)
-  }
-  const { ticket } = await response.json()
-  if (typeof ticket !== "string" || ticket === "") {
-    return harnessError("POST /v1/auth/ticket returned no ticket")
-  }
-
-  const wsUrl = new URL("/v1/sync", base)
-  wsUrl.protocol = base.protocol === "https:" ? "wss:" : "ws:"
-  wsUrl.searchParams.set("ticket", ticket)
-  const adapter = new WebSocketClientAdapter(wsUrl.toString())
-  // Ask only once the server is our peer: with no peer at all, automerge-repo would declare
-  // the document unavailable at once.
-  const connected = new Promise(resolve => adapter.once("peer-candidate", resolve))
-  const repo = new Repo({ network: [adapter] })
-
-  const timedOut = new Promise(resolve =>
-    deadline.addEventListener("abort", () => resolve("timeout"), { once: true }),
-  )
-  if ((await Promise.race([connected, timedOut])) === "timeout") {
-    return finish({ found: false, reason: "timeout", detail: "no connection to the sync server" })
+    if (err instanceof Refused) return finish(err.result)
+    return harnessError(err?.stack ?? String(err))
   }
 
   let handle
@@ -118,11 +87,6 @@ async function main() {
     body: text(content?.body),
     category: text(content?.category),
   })
-}
-
-/** Automerge text reads as a string in automerge 3; older representations stringify. */
-function text(value) {
-  return value === undefined || value === null ? null : String(value)
 }
 
 main().catch(err => harnessError(err?.stack ?? String(err)))
