@@ -1,6 +1,10 @@
 //! The embedded store: one SQLite file (`<data-dir>/sotong.db`) in WAL mode behind one
 //! connection. Every call runs on the blocking pool; the mutex makes this instance's writes
 //! one at a time, and `busy_timeout` covers other processes on the same file.
+//!
+//! `synchronous = FULL`: every commit is on disk (the WAL is synced) before the call returns,
+//! so what the server acknowledges to a phone survives a power cut, as with PostgreSQL's
+//! defaults. `NORMAL` would only survive a crash of the process.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -8,16 +12,20 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use sotong_core::hash::sha256;
 use sotong_core::DocumentId;
 
 use super::{
-    chunk_hash, doc_id_from_slice, hash_from_slice, AccountId, ChunkKind, CodeCheck, CodeIssue,
-    CodeLimits, DeviceRef, DocumentMeta, NewCode, NewDevice, Store, StoreError, StoreResult,
-    StoredChunk, TokenOwner,
+    doc_id_from_slice, hash_from_slice, AccountId, ChunkKind, CodeCheck, CodeIssue, CodeLimits,
+    DeviceRef, DocumentMeta, NewCode, NewDevice, Store, StoreError, StoreResult, StoredChunk,
+    TokenOwner,
 };
 
 /// Migrations, in order: migration `i` (0-based) takes the database to `user_version` i + 1.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/001_initial.sql"),
+    include_str!("../../migrations/sqlite/002_drop_dev_codes.sql"),
+];
 
 /// Codes are kept this long after issue (longer than any rate-limit window).
 const CODE_RETENTION_SECS: i64 = 24 * 3600;
@@ -55,6 +63,12 @@ impl SqliteStore {
         MIGRATIONS.len() as i64
     }
 
+    /// The connection's `PRAGMA synchronous` (2 is FULL), for tests and diagnostics.
+    pub async fn synchronous(&self) -> StoreResult<i64> {
+        self.call(|conn| Ok(conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?))
+            .await
+    }
+
     async fn call<R, F>(&self, f: F) -> StoreResult<R>
     where
         R: Send + 'static,
@@ -81,7 +95,7 @@ fn configure(conn: &Connection) -> StoreResult<()> {
         )));
     }
     conn.execute_batch(
-        "PRAGMA synchronous = NORMAL;
+        "PRAGMA synchronous = FULL;
          PRAGMA foreign_keys = ON;
          PRAGMA journal_size_limit = 67108864;",
     )?;
@@ -170,6 +184,12 @@ impl Store for SqliteStore {
         false
     }
 
+    async fn ping(&self) -> StoreResult<()> {
+        self.call(|conn| Ok(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+            .await?;
+        Ok(())
+    }
+
     async fn document(&self, id: &DocumentId) -> StoreResult<Option<DocumentMeta>> {
         let id = *id;
         self.call(move |conn| {
@@ -228,7 +248,7 @@ impl Store for SqliteStore {
         let doc = *doc;
         let bytes = bytes.to_vec();
         self.call(move |conn| {
-            insert_chunk(conn, &doc, kind, &chunk_hash(&bytes), &bytes)?;
+            insert_chunk(conn, &doc, kind, &sha256(&bytes), &bytes)?;
             Ok(())
         })
         .await
@@ -274,7 +294,7 @@ impl Store for SqliteStore {
         let snapshot = snapshot.to_vec();
         let replaced = replaced.to_vec();
         self.call(move |conn| {
-            let snapshot_hash = chunk_hash(&snapshot);
+            let snapshot_hash = sha256(&snapshot);
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             insert_chunk(&tx, &doc, ChunkKind::Snapshot, &snapshot_hash, &snapshot)?;
             {
@@ -488,32 +508,6 @@ impl Store for SqliteStore {
                 )
                 .optional()?;
             Ok(row.and_then(|(device, expires_at)| (expires_at > now).then_some(device)))
-        })
-        .await
-    }
-
-    async fn record_dev_code(&self, phone: &str, code: &str, now: i64) -> StoreResult<()> {
-        let (phone, code) = (phone.to_owned(), code.to_owned());
-        self.call(move |conn| {
-            conn.execute(
-                "INSERT INTO dev_codes (phone, code, created_at) VALUES (?1, ?2, ?3)",
-                params![phone, code, now],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn latest_dev_code(&self, phone: &str) -> StoreResult<Option<String>> {
-        let phone = phone.to_owned();
-        self.call(move |conn| {
-            Ok(conn
-                .query_row(
-                    "SELECT code FROM dev_codes WHERE phone = ?1 ORDER BY id DESC LIMIT 1",
-                    [phone],
-                    |r| r.get(0),
-                )
-                .optional()?)
         })
         .await
     }
