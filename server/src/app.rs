@@ -20,6 +20,9 @@ use crate::state::AppState;
 use crate::store::{open_store, Store, StoreError};
 use crate::{auth, documents, sync};
 
+/// How long `/readyz` waits for the store.
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long `ServerHandle::shutdown` waits for open connections before cutting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -44,16 +47,16 @@ pub fn router(state: AppState) -> Router {
 /// `GET /readyz`: 200 once the store answers a query, 503 while it does not (a load balancer
 /// takes the instance out of rotation). `/healthz` only says the process serves HTTP.
 async fn ready(State(state): State<AppState>) -> Result<&'static str, ApiError> {
-    match state.store.ping().await {
-        Ok(()) => Ok("ready"),
-        Err(e) => {
-            tracing::warn!(error = %e, "not ready: the store does not answer");
-            Err(ApiError::Unavailable {
-                code: "store_unavailable",
-                message: "the store does not answer".into(),
-            })
-        }
-    }
+    let failure = match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => return Ok("ready"),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {READY_TIMEOUT:?}"),
+    };
+    tracing::warn!(error = %failure, "not ready: the store does not answer");
+    Err(ApiError::Unavailable {
+        code: "store_unavailable",
+        message: "the store does not answer".into(),
+    })
 }
 
 async fn not_found() -> ApiError {

@@ -106,6 +106,12 @@ fn sqlite_config() -> (tempfile::TempDir, Config) {
     (dir, config)
 }
 
+fn postgres_config(db: &common::PgDb) -> (tempfile::TempDir, Config) {
+    let (dir, mut config) = sqlite_config();
+    config.database_url = Some(db.url.clone());
+    (dir, config)
+}
+
 fn token_of(body: &Value) -> String {
     body["token"].as_str().unwrap().to_owned()
 }
@@ -196,8 +202,7 @@ async fn register_two_devices_on_one_account_postgres() {
     let Some(db) = common::PgDb::create().await else {
         return;
     };
-    let (_dir, mut config) = sqlite_config();
-    config.database_url = Some(db.url.clone());
+    let (_dir, config) = postgres_config(&db);
     let server = Server::start(config).await;
     registration_flow(&server).await;
     server.handle.shutdown().await;
@@ -648,8 +653,7 @@ async fn readyz_fails_when_postgres_is_gone_and_healthz_does_not() {
     let Some(db) = common::PgDb::create().await else {
         return;
     };
-    let (_dir, mut config) = sqlite_config();
-    config.database_url = Some(db.url.clone());
+    let (_dir, config) = postgres_config(&db);
     let server = Server::start(config).await;
     assert_eq!(readyz_follows_the_store(&server).await.0, StatusCode::OK);
 

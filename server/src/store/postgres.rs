@@ -15,9 +15,10 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use sotong_core::hash::sha256;
 use sotong_core::DocumentId;
 use tokio_postgres::config::{Host, SslMode};
@@ -44,6 +45,11 @@ const CHUNK_LOCK_SPACE: i32 = 0x534f_5402;
 
 /// Codes are kept this long after issue (longer than any rate-limit window).
 const CODE_RETENTION_SECS: i64 = 24 * 3600;
+
+/// Longest wait for a new connection (TCP, TLS, authentication).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for a free connection when all are lent.
+const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connections one instance opens at most, unless told otherwise.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 8;
@@ -155,8 +161,13 @@ impl PgStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        // Bounded waits: a lost database answers callers with an error instead of hanging
+        // them (and /readyz) until TCP gives up.
         let pool = Pool::builder(manager)
             .max_size(options.max_connections.max(1))
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .wait_timeout(Some(POOL_WAIT_TIMEOUT))
             .build()
             .map_err(|e| StoreError::Task(e.to_string()))?;
         let store = Self {
