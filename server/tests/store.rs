@@ -757,6 +757,7 @@ async fn postgres_sslmode_require_refuses_an_unverifiable_server() {
         };
         assert!(matches!(err, StoreError::Pool(_)), "{mode}: {err:?}");
         let message = err.to_string();
+        eprintln!("sslmode={mode}: {message}");
         assert!(
             message.contains("TLS") || message.contains("tls"),
             "{mode}: the error does not say TLS failed: {message}"
@@ -831,4 +832,60 @@ async fn postgres_pool_is_bounded_and_serves_every_caller() {
         backends <= 3,
         "{backends} server connections for a pool of 3"
     );
+}
+
+/// TLS end to end, where the local server has TLS on: its own certificate given as the CA
+/// file, `sslmode=require` connects over TLS, verified. Skipped (with a note) where the
+/// server has no TLS or its certificate is not readable or not for `localhost`.
+#[tokio::test]
+async fn postgres_sslmode_require_connects_over_verified_tls() {
+    let Some(db) = common::PgDb::create().await else {
+        return;
+    };
+    let client = db.client().await;
+    let setting = |name: &'static str| {
+        let client = &client;
+        async move {
+            let row = client
+                .query_one(&format!("SHOW {name}"), &[])
+                .await
+                .unwrap();
+            row.get::<_, String>(0)
+        }
+    };
+    let cert = std::path::PathBuf::from(setting("ssl_cert_file").await);
+    let pem = std::fs::read_to_string(&cert).unwrap_or_default();
+    if setting("ssl").await != "on" || pem.is_empty() {
+        eprintln!("the local PostgreSQL has no readable TLS certificate: skipping");
+        return;
+    }
+    // The test database's URL, with `localhost` (the name such certificates carry).
+    let url = db.url.replace("127.0.0.1", "localhost");
+    let options = PgOptions {
+        ca_file: Some(cert.clone()),
+        ..PgOptions::default()
+    };
+    let store = match PgStore::connect_with(&with_param(&url, "sslmode=require"), &options).await {
+        Ok(store) => store,
+        Err(e) if e.to_string().contains("NotValidForName") => {
+            eprintln!(
+                "{} is not a certificate for localhost: skipping",
+                cert.display()
+            );
+            return;
+        }
+        Err(e) => panic!("TLS with the server's own certificate failed: {e}"),
+    };
+    store.ping().await.unwrap();
+    let all_tls: bool = client
+        .query_one(
+            "SELECT bool_and(s.ssl) FROM pg_stat_ssl s
+             JOIN pg_stat_activity a ON a.pid = s.pid
+             WHERE a.datname = $1 AND a.pid <> pg_backend_pid()",
+            &[&db.name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(all_tls, "the store's connections are not encrypted");
 }

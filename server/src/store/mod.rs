@@ -70,7 +70,7 @@ pub enum StoreError {
     Postgres(#[from] tokio_postgres::Error),
     /// No PostgreSQL connection could be had from the pool (the cause says why: refused,
     /// TLS handshake, authentication…).
-    #[error("postgres pool: {0}")]
+    #[error("postgres pool: {}", with_causes(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
     /// The TLS settings for PostgreSQL are unusable (CA file unreadable or empty).
     #[error("postgres TLS: {0}")]
@@ -92,6 +92,22 @@ pub enum StoreError {
         /// Highest version this code knows.
         supported: i64,
     },
+}
+
+/// An error and its causes, `outer: inner: innermost`: a TLS failure's reason (unknown
+/// issuer, wrong name) sits several causes deep.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// Result of store calls.
