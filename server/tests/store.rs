@@ -94,6 +94,7 @@ suite!(
     tickets_are_single_use_and_expire,
     tickets_redeem_once_across_instances,
     ping_answers,
+    concurrent_appends_are_committed_before_they_return,
 );
 
 fn sha(bytes: &[u8]) -> [u8; 32] {
@@ -544,6 +545,58 @@ async fn tickets_redeem_once_across_instances(b: &dyn Backend) {
         }
         assert_eq!(wins, 1, "round {round}");
     }
+}
+
+/// Many writers at once (the SQLite store commits them in groups): each append is visible to
+/// another instance as soon as it returns, and a chunk sent twice in one group is stored once.
+async fn concurrent_appends_are_committed_before_they_return(b: &dyn Backend) {
+    let writer = b.open().await;
+    let reader = b.open().await;
+    let docs: Vec<DocumentMeta> = (0..8).map(|i| meta(1, i)).collect();
+    for d in &docs {
+        writer.create_document(d).await.unwrap();
+    }
+    let tasks: Vec<_> = docs
+        .iter()
+        .flat_map(|d| (0..12u8).map(move |i| (d.id, i)))
+        .map(|(id, i)| {
+            let (writer, reader) = (writer.clone(), reader.clone());
+            tokio::spawn(async move {
+                let bytes = [i, i / 2];
+                writer
+                    .append_chunk(&id, ChunkKind::Incremental, &bytes)
+                    .await
+                    .unwrap();
+                let seen = reader.chunks_after(&id, 0).await.unwrap();
+                assert!(
+                    seen.iter().any(|c| c.bytes == bytes),
+                    "an acknowledged append is not visible to another instance"
+                );
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for d in &docs {
+        let chunks = reader.chunks_after(&d.id, 0).await.unwrap();
+        assert_eq!(chunks.len(), 12, "each distinct chunk stored once");
+    }
+    let twice: Vec<_> = (0..2)
+        .map(|_| {
+            let writer = writer.clone();
+            let id = docs[0].id;
+            tokio::spawn(async move {
+                writer
+                    .append_chunk(&id, ChunkKind::Incremental, b"same")
+                    .await
+            })
+        })
+        .collect();
+    for t in twice {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(reader.chunks_after(&docs[0].id, 0).await.unwrap().len(), 13);
 }
 
 async fn ping_answers(b: &dyn Backend) {
