@@ -158,6 +158,7 @@ pub async fn serve(listener: TcpListener, config: Config) -> Result<ServerHandle
         return Err(ServeError::NoNotifier);
     }
     check_pepper(&config)?;
+    tracing::warn!("development mode: one-time codes are written to the log");
     let store = open_store(&config).await?;
     let notifier = Arc::new(LogNotifier::new());
     let mut handle = serve_with(listener, config, store, notifier.clone()).await?;
