@@ -20,7 +20,7 @@ cleanup() {
 trap cleanup EXIT
 
 bind=${SOTONG_BIND:-127.0.0.1:0}
-"$bin/sotong-server" --data-dir "${SOTONG_DATA_DIR:-./sotong-data}" --bind "$bind" \
+"$bin/sotong-server" --dev --data-dir "${SOTONG_DATA_DIR:-./sotong-data}" --bind "$bind" \
   --port-file "$work/addr" >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 100); do [ -s "$work/addr" ] && break; sleep 0.1; done

@@ -9,7 +9,10 @@
 pub mod changes;
 #[cfg(feature = "client")]
 pub mod client;
+pub mod clock;
 pub mod doc_id;
+pub mod hash;
+pub mod privacy;
 pub mod schema;
 pub mod wire;
 

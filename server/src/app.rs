@@ -1,10 +1,10 @@
-//! The application: shared state, the router, and starting and stopping a server.
+//! The application: the router, and starting and stopping a server.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -16,36 +16,15 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::notifier::{LogNotifier, Notifier};
+use crate::state::AppState;
 use crate::store::{open_store, Store, StoreError};
 use crate::{auth, documents, sync};
 
+/// How long `/readyz` waits for the store.
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long `ServerHandle::shutdown` waits for open connections before cutting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// What every handler can reach. Cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    /// Storage.
-    pub store: Arc<dyn Store>,
-    /// Configuration.
-    pub config: Arc<Config>,
-    /// Sends one-time codes.
-    pub notifier: Arc<dyn Notifier>,
-    /// Document sync.
-    pub hub: Arc<sync::Hub>,
-}
-
-impl AppState {
-    /// State over `store`, with a fresh sync hub.
-    pub fn new(config: Config, store: Arc<dyn Store>, notifier: Arc<dyn Notifier>) -> Self {
-        Self {
-            hub: Arc::new(sync::Hub::new(store.clone())),
-            store,
-            config: Arc::new(config),
-            notifier,
-        }
-    }
-}
 
 /// All routes, with request logging.
 pub fn router(state: AppState) -> Router {
@@ -57,11 +36,27 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state.config.max_json_body));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
         .merge(api)
         .merge(sync::router())
         .fallback(not_found)
         .layer(middleware::from_fn(log_requests))
         .with_state(state)
+}
+
+/// `GET /readyz`: 200 once the store answers a query, 503 while it does not (a load balancer
+/// takes the instance out of rotation). `/healthz` only says the process serves HTTP.
+async fn ready(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    let failure = match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => return Ok("ready"),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {READY_TIMEOUT:?}"),
+    };
+    tracing::warn!(error = %failure, "not ready: the store does not answer");
+    Err(ApiError::Unavailable {
+        code: "store_unavailable",
+        message: "the store does not answer".into(),
+    })
 }
 
 async fn not_found() -> ApiError {
@@ -93,12 +88,29 @@ pub enum ServeError {
     /// The listener failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// Not in development mode, and no production notifier is given.
+    #[error(
+        "no production notifier is configured: sending one-time codes by SMS or e-mail is not \
+         built yet, and the development notifier writes codes to the log; start with --dev to \
+         run a development server"
+    )]
+    NoNotifier,
+    /// A development notifier was given to a server not in development mode.
+    #[error("this notifier writes one-time codes to the log and is allowed only with --dev")]
+    DevelopmentNotifier,
+    /// The pepper is empty: every phone number and code hash would be unpeppered.
+    #[error(
+        "the pepper is empty: set SOTONG_PEPPER or --pepper-file (the same on every instance \
+         of one database)"
+    )]
+    EmptyPepper,
 }
 
 /// A running server. Dropping it stops the server too (without waiting).
 pub struct ServerHandle {
     addr: SocketAddr,
     store: Arc<dyn Store>,
+    dev_notifier: Option<Arc<LogNotifier>>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -112,6 +124,12 @@ impl ServerHandle {
     /// Its store.
     pub fn store(&self) -> Arc<dyn Store> {
         self.store.clone()
+    }
+
+    /// The last one-time code the development notifier sent to the normalized number
+    /// `phone`; `None` if none was, or if the server was not started by [`serve`].
+    pub fn latest_dev_code(&self, phone: &str) -> Option<String> {
+        self.dev_notifier.as_ref()?.latest_code(phone)
     }
 
     /// Stops accepting, lets open requests finish (for at most 10 s, then cuts them) and
@@ -132,21 +150,34 @@ impl ServerHandle {
     }
 }
 
-/// Serves on `listener` with the store `config` names and the development notifier
-/// ([`LogNotifier`]).
+/// Serves on `listener` with the store `config` names. Only a development server
+/// (`config.dev`) can start this way, with the development notifier ([`LogNotifier`]): no
+/// production notifier exists yet, so otherwise this returns [`ServeError::NoNotifier`].
 pub async fn serve(listener: TcpListener, config: Config) -> Result<ServerHandle, ServeError> {
+    if !config.dev {
+        return Err(ServeError::NoNotifier);
+    }
+    check_pepper(&config)?;
+    tracing::warn!("development mode: one-time codes are written to the log");
     let store = open_store(&config).await?;
-    let notifier = Arc::new(LogNotifier::new(store.clone()));
-    serve_with(listener, config, store, notifier).await
+    let notifier = Arc::new(LogNotifier::new());
+    let mut handle = serve_with(listener, config, store, notifier.clone()).await?;
+    handle.dev_notifier = Some(notifier);
+    Ok(handle)
 }
 
-/// Serves on `listener` with a given store and notifier.
+/// Serves on `listener` with a given store and notifier. A development notifier needs
+/// `config.dev`; the pepper must not be empty.
 pub async fn serve_with(
     listener: TcpListener,
     config: Config,
     store: Arc<dyn Store>,
     notifier: Arc<dyn Notifier>,
 ) -> Result<ServerHandle, ServeError> {
+    if notifier.is_development() && !config.dev {
+        return Err(ServeError::DevelopmentNotifier);
+    }
+    check_pepper(&config)?;
     let addr = listener.local_addr()?;
     let state = AppState::new(config, store.clone(), notifier);
     let hub = state.hub.clone();
@@ -175,7 +206,15 @@ pub async fn serve_with(
     Ok(ServerHandle {
         addr,
         store,
+        dev_notifier: None,
         stop: Some(stop),
         task,
     })
+}
+
+fn check_pepper(config: &Config) -> Result<(), ServeError> {
+    if config.pepper.is_empty() {
+        return Err(ServeError::EmptyPepper);
+    }
+    Ok(())
 }

@@ -11,9 +11,9 @@
 //!
 //! [`Notifier`]: crate::notifier::Notifier
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -24,13 +24,14 @@ use rand::rngs::OsRng;
 use rand::{Rng, RngCore};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use sotong_core::hash::sha256;
 
-use crate::app::AppState;
+use crate::client_ip::ClientIp;
 use crate::error::{ApiError, ApiJson};
+use crate::state::AppState;
 use crate::store::{
     AccountId, CodeCheck, CodeIssue, CodeLimits, DeviceId, DeviceRef, NewCode, NewDevice,
 };
-use crate::unix_now;
 
 /// Length of a token or ticket: 32 random bytes in unpadded base64url.
 const SECRET_LEN: usize = 43;
@@ -104,7 +105,7 @@ pub async fn authenticate_token(state: &AppState, token: &str) -> Result<Device,
         .token_owner(&sha256(token.as_bytes()))
         .await?
         .ok_or_else(invalid)?;
-    if owner.expires_at <= unix_now() {
+    if owner.expires_at <= state.now_secs() {
         return Err(ApiError::unauthorized(
             "token_expired",
             "the token has expired; register the device again",
@@ -127,7 +128,7 @@ pub async fn redeem_ticket(state: &AppState, ticket: &str) -> Result<Device, Api
     }
     state
         .store
-        .redeem_ticket(&sha256(ticket.as_bytes()), unix_now())
+        .redeem_ticket(&sha256(ticket.as_bytes()), state.now_secs())
         .await?
         .map(Device::from)
         .ok_or_else(invalid)
@@ -151,19 +152,20 @@ pub struct CodeSent {
     pub expires_in: u64,
 }
 
-/// `POST /v1/auth/code`: sends a one-time code, rate-limited per number and per client.
+/// `POST /v1/auth/code`: sends a one-time code, rate-limited per number and per client
+/// address (behind trusted proxies, the address they forward).
 pub async fn request_code(
     State(state): State<AppState>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     ApiJson(req): ApiJson<CodeRequest>,
 ) -> Result<(StatusCode, Json<CodeSent>), ApiError> {
     let phone = normalize_phone(&req.phone)?;
     let config = &state.config;
     let code = format!("{:06}", OsRng.gen_range(0..1_000_000u32));
-    let now = unix_now();
+    let now = state.now_secs();
     let new = NewCode {
         phone_key: phone_key(&config.pepper, &phone),
-        client_key: client_key(&config.pepper, client.ip()),
+        client_key: client_key(&config.pepper, client),
         code_hash: code_hash(&config.pepper, &phone, &code),
         created_at: now,
         expires_at: now.saturating_add(secs(config.code_ttl)),
@@ -252,7 +254,7 @@ pub async fn register(
         ));
     }
     let config = &state.config;
-    let now = unix_now();
+    let now = state.now_secs();
     let pkey = phone_key(&config.pepper, &phone);
     let check = state
         .store
@@ -319,7 +321,7 @@ pub async fn create_ticket(
     device: Device,
 ) -> Result<Json<Ticket>, ApiError> {
     let ticket = random_secret();
-    let now = unix_now();
+    let now = state.now_secs();
     let ttl = secs(state.config.ticket_ttl);
     state
         .store
@@ -365,10 +367,6 @@ pub fn normalize_phone(input: &str) -> Result<String, ApiError> {
         return Err(invalid());
     }
     Ok(format!("+{digits}"))
-}
-
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
 }
 
 fn peppered(domain: &str, pepper: &[u8], parts: &[&[u8]]) -> [u8; 32] {

@@ -1,8 +1,13 @@
-//! Server configuration: where data lives and the knobs of registration and tokens.
+//! Server configuration: where data lives, what development allows, and the knobs of
+//! registration and tokens.
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use ipnet::IpNet;
+use sotong_core::clock::{Clock, SystemClock};
 
 /// Everything a server instance needs to know at start.
 #[derive(Clone)]
@@ -10,12 +15,21 @@ pub struct Config {
     /// Directory of the SQLite store (`<data_dir>/sotong.db`), used when `database_url` is
     /// not set.
     pub data_dir: PathBuf,
-    /// `postgres://…`: use PostgreSQL instead of SQLite.
+    /// `postgres://…`: use PostgreSQL instead of SQLite. `sslmode=require` for TLS.
     pub database_url: Option<String>,
+    /// PEM file of the certificate authorities trusted for PostgreSQL TLS, instead of the
+    /// Mozilla roots.
+    pub database_ca_file: Option<PathBuf>,
+    /// Development mode: allows the log notifier, which writes one-time codes to the log.
+    /// Without it [`serve`](crate::serve) refuses to start on development settings.
+    pub dev: bool,
     /// Server-wide secret mixed into the hashes of phone numbers, codes and client
     /// addresses. Every instance sharing a database must use the same one; changing it
-    /// orphans every account.
+    /// orphans every account. Never empty: `serve` refuses an empty pepper.
     pub pepper: Vec<u8>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed: the client is the rightmost
+    /// address in it that is not one of these. Empty: the header is ignored.
+    pub trusted_proxies: Vec<IpNet>,
     /// Lifetime of a bearer token.
     pub token_ttl: Duration,
     /// Lifetime of a one-time code.
@@ -30,16 +44,21 @@ pub struct Config {
     pub ticket_ttl: Duration,
     /// Largest JSON request body accepted, in bytes.
     pub max_json_body: usize,
+    /// Wall-clock time for expiries and rate-limit windows (a manual clock in tests).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Config {
-    /// Defaults with SQLite in `data_dir`. The pepper is empty: set one before serving
-    /// real users (`main` does).
+    /// Production defaults with SQLite in `data_dir`. The pepper is empty and `dev` is off:
+    /// set a pepper (and a notifier) before serving (`main` does).
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
             database_url: None,
+            database_ca_file: None,
+            dev: false,
             pepper: Vec::new(),
+            trusted_proxies: Vec::new(),
             token_ttl: Duration::from_secs(90 * 24 * 3600),
             code_ttl: Duration::from_secs(10 * 60),
             code_max_attempts: 5,
@@ -47,15 +66,22 @@ impl Config {
             codes_per_client_per_hour: 20,
             ticket_ttl: Duration::from_secs(60),
             max_json_body: 64 * 1024,
+            clock: Arc::new(SystemClock),
         }
     }
 
-    /// Defaults with a fixed test pepper, SQLite in `data_dir`.
+    /// Development mode (the log notifier) with a fixed test pepper, SQLite in `data_dir`.
     pub fn for_tests(data_dir: impl Into<PathBuf>) -> Self {
         Self {
+            dev: true,
             pepper: b"sotong-test-pepper".to_vec(),
             ..Self::new(data_dir)
         }
+    }
+
+    /// Now, in Unix seconds, by this configuration's clock.
+    pub fn now_secs(&self) -> i64 {
+        self.clock.now_unix_millis().div_euclid(1000)
     }
 }
 
@@ -71,7 +97,10 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("data_dir", &self.data_dir)
             .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
+            .field("database_ca_file", &self.database_ca_file)
+            .field("dev", &self.dev)
             .field("pepper", &"<redacted>")
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("token_ttl", &self.token_ttl)
             .field("code_ttl", &self.code_ttl)
             .field("code_max_attempts", &self.code_max_attempts)
@@ -79,6 +108,6 @@ impl fmt::Debug for Config {
             .field("codes_per_client_per_hour", &self.codes_per_client_per_hour)
             .field("ticket_ttl", &self.ticket_ttl)
             .field("max_json_body", &self.max_json_body)
-            .finish()
+            .finish_non_exhaustive()
     }
 }

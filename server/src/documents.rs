@@ -4,9 +4,9 @@ use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use crate::app::AppState;
 use crate::auth::Device;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// One document in a listing.
 #[derive(Debug, Serialize, Deserialize)]

@@ -8,21 +8,17 @@
 
 pub mod app;
 pub mod auth;
+pub mod client_ip;
 pub mod config;
 pub mod documents;
 pub mod error;
 pub mod notifier;
+pub mod state;
 pub mod store;
 pub mod sync;
 
-pub use app::{serve, serve_with, AppState, ServeError, ServerHandle};
+pub use app::{serve, serve_with, ServeError, ServerHandle};
 pub use config::Config;
 pub use error::ApiError;
+pub use state::AppState;
 pub use store::{open_store, Store};
-
-/// Now, in Unix seconds.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}

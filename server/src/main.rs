@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use ipnet::IpNet;
 use rand::RngCore;
+use sotong_server::client_ip::parse_trusted_proxy;
 use sotong_server::{serve, Config};
 use tracing_subscriber::EnvFilter;
 
@@ -13,12 +15,31 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// Directory of the SQLite store (and of the generated pepper file).
+    /// Development mode: one-time codes go to the log (no SMS/e-mail notifier is built yet,
+    /// so the server does not start without it) and a pepper is generated in the data
+    /// directory if none is given.
+    #[arg(long, env = "SOTONG_DEV")]
+    dev: bool,
+    /// Directory of the SQLite store (and, with --dev, of the generated pepper file).
     #[arg(long, env = "SOTONG_DATA_DIR", default_value = "./sotong-data")]
     data_dir: PathBuf,
-    /// Use PostgreSQL (`postgres://user@host/db`) instead of SQLite.
+    /// Use PostgreSQL (`postgres://user@host/db`) instead of SQLite; add `?sslmode=require`
+    /// for TLS (certificate and host name verified).
     #[arg(long, env = "SOTONG_DATABASE_URL")]
     database_url: Option<String>,
+    /// PEM file of the certificate authorities trusted for PostgreSQL TLS (default: the
+    /// Mozilla roots).
+    #[arg(long, env = "SOTONG_DATABASE_CA_FILE")]
+    database_ca_file: Option<PathBuf>,
+    /// File holding the pepper, the secret mixed into phone-number and code hashes (at
+    /// least 16 bytes; the same on every instance of one database). `SOTONG_PEPPER` may
+    /// hold it instead. Required unless --dev.
+    #[arg(long, env = "SOTONG_PEPPER_FILE")]
+    pepper_file: Option<PathBuf>,
+    /// Reverse proxies (IP addresses or CIDR networks, comma-separated or repeated) whose
+    /// `X-Forwarded-For` header names the client, for per-client rate limits.
+    #[arg(long, env = "SOTONG_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_trusted_proxy)]
+    trusted_proxy: Vec<IpNet>,
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, env = "SOTONG_BIND", default_value = "127.0.0.1:8080")]
     bind: String,
@@ -40,6 +61,8 @@ struct Args {
 enum MainError {
     #[error("{0}")]
     Serve(#[from] sotong_server::ServeError),
+    #[error("{0}")]
+    Pepper(String),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -71,7 +94,10 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<(), MainError> {
     let mut config = Config::new(&args.data_dir);
+    config.dev = args.dev;
     config.database_url = args.database_url;
+    config.database_ca_file = args.database_ca_file;
+    config.trusted_proxies = args.trusted_proxy;
     if let Some(secs) = args.token_ttl_secs {
         config.token_ttl = Duration::from_secs(secs);
     }
@@ -81,7 +107,27 @@ async fn run(args: Args) -> Result<(), MainError> {
     if let Some(n) = args.codes_per_client_per_hour {
         config.codes_per_client_per_hour = n;
     }
-    config.pepper = load_pepper(&args.data_dir, config.database_url.is_some())?;
+    // Without --dev the server refuses to start anyway (no production notifier yet): say
+    // that first rather than asking for a pepper.
+    if !config.dev {
+        return Err(sotong_server::ServeError::NoNotifier.into());
+    }
+    let env_pepper = std::env::var("SOTONG_PEPPER").ok();
+    config.pepper = load_pepper(
+        env_pepper.as_deref(),
+        args.pepper_file.as_deref(),
+        config.dev.then_some(args.data_dir.as_path()),
+    )?;
+    if config.dev
+        && config.database_url.is_some()
+        && env_pepper.is_none()
+        && args.pepper_file.is_none()
+    {
+        tracing::warn!(
+            "no pepper given: using the pepper file of the data directory; every instance on \
+             this database must use the same pepper"
+        );
+    }
 
     let listener = tokio::net::TcpListener::bind(&args.bind)
         .await
@@ -105,21 +151,40 @@ async fn run(args: Args) -> Result<(), MainError> {
     Ok(())
 }
 
-/// The pepper: `SOTONG_PEPPER` if set (required to be the same on every instance of a
-/// PostgreSQL deployment), otherwise `<data-dir>/pepper`, created with 32 random bytes on
-/// first start. Not a flag, so that it never shows in a process list.
-fn load_pepper(data_dir: &Path, shared_db: bool) -> Result<Vec<u8>, MainError> {
-    if let Ok(p) = std::env::var("SOTONG_PEPPER") {
-        if !p.is_empty() {
-            return Ok(p.into_bytes());
+/// Shortest pepper accepted from the environment or a file.
+const MIN_PEPPER_BYTES: usize = 16;
+
+/// The pepper: `SOTONG_PEPPER` if set, else the `--pepper-file`; with neither, in
+/// development (`dev_dir` given) `<dev_dir>/pepper`, created with 32 random bytes on first
+/// start, and otherwise an error. Never a flag value, so that it never shows in a process
+/// list.
+fn load_pepper(
+    env: Option<&str>,
+    file: Option<&Path>,
+    dev_dir: Option<&Path>,
+) -> Result<Vec<u8>, MainError> {
+    let checked = |bytes: Vec<u8>, from: &str| {
+        if bytes.len() < MIN_PEPPER_BYTES {
+            Err(MainError::Pepper(format!(
+                "the pepper from {from} is {} bytes; it must be at least {MIN_PEPPER_BYTES}",
+                bytes.len()
+            )))
+        } else {
+            Ok(bytes)
         }
+    };
+    if let Some(p) = env.filter(|p| !p.is_empty()) {
+        return checked(p.as_bytes().to_vec(), "SOTONG_PEPPER");
     }
-    if shared_db {
-        tracing::warn!(
-            "SOTONG_PEPPER is not set: using the pepper file of the data directory; every \
-             instance on this database must use the same pepper"
-        );
+    if let Some(path) = file {
+        let bytes =
+            std::fs::read(path).map_err(io_err(format!("cannot read {}", path.display())))?;
+        let trimmed = String::from_utf8_lossy(&bytes).trim().as_bytes().to_vec();
+        return checked(trimmed, &path.display().to_string());
     }
+    let Some(data_dir) = dev_dir else {
+        return Err(sotong_server::ServeError::EmptyPepper.into());
+    };
     let path = data_dir.join("pepper");
     match std::fs::read(&path) {
         Ok(bytes) if !bytes.is_empty() => return Ok(bytes),
@@ -179,5 +244,43 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pepper_comes_from_env_then_file_and_is_generated_only_in_dev() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = "0123456789abcdef0123";
+        assert_eq!(
+            load_pepper(Some(env), None, None).unwrap(),
+            env.as_bytes().to_vec()
+        );
+        assert!(matches!(
+            load_pepper(Some("short"), None, None),
+            Err(MainError::Pepper(_))
+        ));
+
+        let file = dir.path().join("pepper.txt");
+        std::fs::write(&file, "fedcba9876543210fedcba\n").unwrap();
+        assert_eq!(
+            load_pepper(None, Some(&file), None).unwrap(),
+            b"fedcba9876543210fedcba".to_vec()
+        );
+        assert!(load_pepper(None, Some(&dir.path().join("missing")), None).is_err());
+
+        // Outside development nothing is generated: no pepper is an error.
+        let err = load_pepper(None, None, None).unwrap_err();
+        assert!(err.to_string().contains("SOTONG_PEPPER"), "{err}");
+        assert!(!dir.path().join("data").exists());
+
+        // In development a pepper is generated once and kept.
+        let data = dir.path().join("data");
+        let first = load_pepper(None, None, Some(&data)).unwrap();
+        assert_eq!(first.len(), 64);
+        assert_eq!(load_pepper(None, None, Some(&data)).unwrap(), first);
     }
 }

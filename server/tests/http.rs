@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
+use sotong_core::clock::{Clock as _, ManualClock, SystemClock};
 use sotong_core::DocumentId;
 use sotong_server::notifier::LogNotifier;
 use sotong_server::store::DocumentMeta;
-use sotong_server::{auth, serve, AppState, Config, ServerHandle};
+use sotong_server::{auth, serve, serve_with, AppState, Config, ServeError, ServerHandle};
 
 const PHONE: &str = "+821012345678";
 
@@ -19,10 +20,15 @@ struct Server {
     handle: ServerHandle,
     http: Client,
     config: Config,
+    /// The server's clock: time moves only when a test says so.
+    clock: ManualClock,
 }
 
 impl Server {
-    async fn start(config: Config) -> Self {
+    async fn start(mut config: Config) -> Self {
+        // On a whole second, so that expiry arithmetic in seconds is exact.
+        let clock = ManualClock::new(SystemClock.now_unix_millis() / 1000 * 1000);
+        config.clock = Arc::new(clock.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let handle = serve(listener, config.clone()).await.unwrap();
         // reqwest is built without a default crypto provider in this workspace.
@@ -31,6 +37,7 @@ impl Server {
             handle,
             http: Client::new(),
             config,
+            clock,
         }
     }
 
@@ -66,10 +73,7 @@ impl Server {
         let (status, body) = self.post("/v1/auth/code", json!({ "phone": phone })).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         self.handle
-            .store()
             .latest_dev_code(&auth::normalize_phone(phone).unwrap())
-            .await
-            .unwrap()
             .expect("the dev notifier recorded the code")
     }
 
@@ -88,11 +92,10 @@ impl Server {
 
     /// The state a WebSocket handler would get (same store).
     fn state(&self) -> AppState {
-        let store = self.handle.store();
         AppState::new(
             self.config.clone(),
-            store.clone(),
-            Arc::new(LogNotifier::new(store)),
+            self.handle.store(),
+            Arc::new(LogNotifier::new()),
         )
     }
 }
@@ -100,6 +103,12 @@ impl Server {
 fn sqlite_config() -> (tempfile::TempDir, Config) {
     let dir = tempfile::tempdir().unwrap();
     let config = Config::for_tests(dir.path());
+    (dir, config)
+}
+
+fn postgres_config(db: &common::PgDb) -> (tempfile::TempDir, Config) {
+    let (dir, mut config) = sqlite_config();
+    config.database_url = Some(db.url.clone());
     (dir, config)
 }
 
@@ -122,7 +131,10 @@ async fn registration_flow(server: &Server) {
     assert!(token
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
-    assert!(first["expires_at"].as_i64().unwrap() > sotong_server::unix_now() + 80 * 24 * 3600);
+    assert_eq!(
+        first["expires_at"].as_i64().unwrap(),
+        server.config.now_secs() + 90 * 24 * 3600
+    );
 
     // A second device on the same number joins the same account. The number may be
     // written differently.
@@ -190,8 +202,7 @@ async fn register_two_devices_on_one_account_postgres() {
     let Some(db) = common::PgDb::create().await else {
         return;
     };
-    let (_dir, mut config) = sqlite_config();
-    config.database_url = Some(db.url.clone());
+    let (_dir, config) = postgres_config(&db);
     let server = Server::start(config).await;
     registration_flow(&server).await;
     server.handle.shutdown().await;
@@ -234,7 +245,11 @@ async fn expired_token_is_401() {
     config.token_ttl = Duration::from_secs(1);
     let server = Server::start(config).await;
     let token = token_of(&server.register(PHONE, "Pixel").await);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Still valid for the last millisecond of its second, dead from the next.
+    server.clock.advance(Duration::from_millis(999));
+    let (status, body) = server.get_authed("/v1/documents", &token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    server.clock.advance(Duration::from_secs(1));
     let (status, body) = server.get_authed("/v1/documents", &token).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_error(&body, "token_expired");
@@ -292,7 +307,7 @@ async fn expired_code_is_refused() {
     config.code_ttl = Duration::from_secs(1);
     let server = Server::start(config).await;
     let code = server.request_code(PHONE).await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    server.clock.advance(Duration::from_secs(2));
     let (status, body) = server
         .post(
             "/v1/auth/register",
@@ -325,7 +340,7 @@ async fn codes_are_rate_limited_per_number_and_per_client() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!((3590..=3600).contains(&retry), "{retry}");
+    assert_eq!(retry, 3600);
     let body: Value = res.json().await.unwrap();
     assert_error(&body, "rate_limited");
 
@@ -341,6 +356,11 @@ async fn codes_are_rate_limited_per_number_and_per_client() {
         body["message"].as_str().unwrap().contains("address"),
         "{body}"
     );
+
+    // An hour later the window has moved on: the number and the address may ask again.
+    server.clock.advance(Duration::from_secs(3600));
+    server.request_code(PHONE).await;
+    server.request_code("+821099999999").await;
     server.handle.shutdown().await;
 }
 
@@ -463,7 +483,7 @@ async fn expired_ticket_is_refused() {
         .await
         .unwrap();
     let body: Value = res.json().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    server.clock.advance(Duration::from_secs(2));
     let err = auth::redeem_ticket(&server.state(), body["ticket"].as_str().unwrap())
         .await
         .unwrap_err();
@@ -501,8 +521,10 @@ impl Write for Captured {
     }
 }
 
-// current_thread: the server's tasks run on this thread, under this thread's subscriber.
-#[tokio::test(flavor = "current_thread")]
+// The global subscriber, not a thread-local one: tracing caches per call site whether
+// anyone listens, and other tests running meanwhile without a subscriber could make this
+// test's log lines vanish. Other tests' lines land here too; none may leak either.
+#[tokio::test]
 async fn logs_hold_no_numbers_tokens_or_tickets() {
     let captured = Captured::default();
     let writer = captured.clone();
@@ -511,18 +533,12 @@ async fn logs_hold_no_numbers_tokens_or_tickets() {
         .with_ansi(false)
         .with_max_level(tracing::Level::DEBUG)
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    tracing::subscriber::set_global_default(subscriber).unwrap();
 
     let (_dir, config) = sqlite_config();
     let server = Server::start(config).await;
     let registered = server.register(PHONE, "Pixel").await;
-    let code = server
-        .handle
-        .store()
-        .latest_dev_code(PHONE)
-        .await
-        .unwrap()
-        .unwrap();
+    let code = server.handle.latest_dev_code(PHONE).unwrap();
     let token = token_of(&registered);
     let res = server
         .http
@@ -557,4 +573,163 @@ async fn logs_hold_no_numbers_tokens_or_tickets() {
             "{secret:?} leaked into the logs:\n{logs}"
         );
     }
+}
+
+async fn listener() -> tokio::net::TcpListener {
+    tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()
+}
+
+#[tokio::test]
+async fn a_server_without_dev_mode_refuses_to_start() {
+    let (dir, mut config) = sqlite_config();
+    config.dev = false;
+    let err = serve(listener().await, config.clone()).await.err().unwrap();
+    assert!(matches!(err, ServeError::NoNotifier), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("no production notifier"), "{message}");
+    assert!(message.contains("--dev"), "{message}");
+    // Refused before anything was written.
+    assert!(!sotong_server::store::sqlite_path(dir.path()).exists());
+
+    // Nor can the development notifier be slipped in by hand.
+    let store = sotong_server::open_store(&config).await.unwrap();
+    let err = serve_with(
+        listener().await,
+        config,
+        store,
+        Arc::new(LogNotifier::new()),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(matches!(err, ServeError::DevelopmentNotifier), "{err}");
+}
+
+#[tokio::test]
+async fn an_empty_pepper_is_refused() {
+    let (_dir, mut config) = sqlite_config();
+    config.pepper.clear();
+    let err = serve(listener().await, config).await.err().unwrap();
+    assert!(matches!(err, ServeError::EmptyPepper), "{err}");
+    assert!(err.to_string().contains("SOTONG_PEPPER"), "{err}");
+}
+
+/// The binary, as an operator starts it: without --dev it exits at once and says why.
+#[test]
+fn the_binary_without_dev_exits_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sotong-server"))
+        .args(["--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("SOTONG_DEV")
+        .env_remove("SOTONG_PEPPER")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no production notifier"), "{stderr}");
+    assert!(stderr.contains("--dev"), "{stderr}");
+    assert!(!dir.path().join("pepper").exists());
+}
+
+async fn readyz_follows_the_store(server: &Server) -> (StatusCode, String) {
+    let res = server.http.get(server.url("/readyz")).send().await.unwrap();
+    (res.status(), res.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn readyz_checks_the_sqlite_store() {
+    let (_dir, config) = sqlite_config();
+    let server = Server::start(config).await;
+    assert_eq!(
+        readyz_follows_the_store(&server).await,
+        (StatusCode::OK, "ready".to_owned())
+    );
+    server.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn readyz_fails_when_postgres_is_gone_and_healthz_does_not() {
+    let Some(db) = common::PgDb::create().await else {
+        return;
+    };
+    let (_dir, config) = postgres_config(&db);
+    let server = Server::start(config).await;
+    assert_eq!(readyz_follows_the_store(&server).await.0, StatusCode::OK);
+
+    db.drop_now().await;
+    let (status, body) = readyz_follows_the_store(&server).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_error(&serde_json::from_str(&body).unwrap(), "store_unavailable");
+    let res = server
+        .http
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    server.handle.shutdown().await;
+}
+
+async fn request_code_from(server: &Server, phone: &str, forwarded_for: &str) -> StatusCode {
+    server
+        .http
+        .post(server.url("/v1/auth/code"))
+        .header("x-forwarded-for", forwarded_for)
+        .json(&json!({ "phone": phone }))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn forwarded_for_counts_only_behind_a_trusted_proxy() {
+    // The test client is the "proxy" at 127.0.0.1.
+    let (_dir, mut config) = sqlite_config();
+    config.codes_per_client_per_hour = 2;
+    config.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    let server = Server::start(config).await;
+    let alice = "203.0.113.7";
+    assert_eq!(
+        request_code_from(&server, "+821000000001", alice).await,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        request_code_from(&server, "+821000000002", alice).await,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        request_code_from(&server, "+821000000003", alice).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Another client behind the same proxy has its own limit.
+    assert_eq!(
+        request_code_from(&server, "+821000000004", "198.51.100.9").await,
+        StatusCode::ACCEPTED
+    );
+    // Alice cannot escape her limit by forging an earlier hop: the proxy appends her address.
+    assert_eq!(
+        request_code_from(&server, "+821000000005", &format!("192.0.2.1, {alice}")).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    server.handle.shutdown().await;
+
+    // Without a trusted proxy the header is ignored: every request is 127.0.0.1's.
+    let (_dir, mut config) = sqlite_config();
+    config.codes_per_client_per_hour = 2;
+    let server = Server::start(config).await;
+    assert_eq!(
+        request_code_from(&server, "+821000000001", "203.0.113.1").await,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        request_code_from(&server, "+821000000002", "203.0.113.2").await,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        request_code_from(&server, "+821000000003", "203.0.113.3").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    server.handle.shutdown().await;
 }

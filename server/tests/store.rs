@@ -8,11 +8,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
+use sotong_core::hash::sha256;
 use sotong_core::DocumentId;
 use sotong_server::store::{
     ChunkKind, CodeCheck, CodeIssue, CodeLimits, DeviceRef, DocumentMeta, NewCode, NewDevice,
-    PgStore, SqliteStore, Store, StoreError,
+    PgOptions, PgStore, SqliteStore, Store, StoreError,
 };
 
 type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -93,11 +93,12 @@ suite!(
     devices_join_the_account_of_their_number,
     tickets_are_single_use_and_expire,
     tickets_redeem_once_across_instances,
-    dev_codes_latest,
+    ping_answers,
+    concurrent_appends_are_committed_before_they_return,
 );
 
 fn sha(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
+    sha256(bytes)
 }
 
 fn meta(owner: i64, created_at: i64) -> DocumentMeta {
@@ -294,18 +295,11 @@ async fn reopening_keeps_data(b: &dyn Backend) {
         s.append_chunk(&doc.id, ChunkKind::Snapshot, b"x")
             .await
             .unwrap();
-        s.record_dev_code("+821012345678", "123456", 1)
-            .await
-            .unwrap();
     }
     // Opening again re-runs the migration check on an up-to-date database.
     let s = b.open().await;
     assert_eq!(s.document(&doc.id).await.unwrap(), Some(doc.clone()));
     assert_eq!(s.chunks_after(&doc.id, 0).await.unwrap().len(), 1);
-    assert_eq!(
-        s.latest_dev_code("+821012345678").await.unwrap().as_deref(),
-        Some("123456")
-    );
 }
 
 const LIMITS: CodeLimits = CodeLimits {
@@ -553,22 +547,60 @@ async fn tickets_redeem_once_across_instances(b: &dyn Backend) {
     }
 }
 
-async fn dev_codes_latest(b: &dyn Backend) {
-    let s = b.open().await;
-    assert_eq!(s.latest_dev_code("+821012345678").await.unwrap(), None);
-    s.record_dev_code("+821012345678", "111111", 1)
-        .await
-        .unwrap();
-    s.record_dev_code("+821012345678", "222222", 1)
-        .await
-        .unwrap();
-    s.record_dev_code("+14155550100", "333333", 2)
-        .await
-        .unwrap();
-    assert_eq!(
-        s.latest_dev_code("+821012345678").await.unwrap().as_deref(),
-        Some("222222")
-    );
+/// Many writers at once (the SQLite store commits them in groups): each append is visible to
+/// another instance as soon as it returns, and a chunk sent twice in one group is stored once.
+async fn concurrent_appends_are_committed_before_they_return(b: &dyn Backend) {
+    let writer = b.open().await;
+    let reader = b.open().await;
+    let docs: Vec<DocumentMeta> = (0..8).map(|i| meta(1, i)).collect();
+    for d in &docs {
+        writer.create_document(d).await.unwrap();
+    }
+    let tasks: Vec<_> = docs
+        .iter()
+        .flat_map(|d| (0..12u8).map(move |i| (d.id, i)))
+        .map(|(id, i)| {
+            let (writer, reader) = (writer.clone(), reader.clone());
+            tokio::spawn(async move {
+                let bytes = [i, i / 2];
+                writer
+                    .append_chunk(&id, ChunkKind::Incremental, &bytes)
+                    .await
+                    .unwrap();
+                let seen = reader.chunks_after(&id, 0).await.unwrap();
+                assert!(
+                    seen.iter().any(|c| c.bytes == bytes),
+                    "an acknowledged append is not visible to another instance"
+                );
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for d in &docs {
+        let chunks = reader.chunks_after(&d.id, 0).await.unwrap();
+        assert_eq!(chunks.len(), 12, "each distinct chunk stored once");
+    }
+    let twice: Vec<_> = (0..2)
+        .map(|_| {
+            let writer = writer.clone();
+            let id = docs[0].id;
+            tokio::spawn(async move {
+                writer
+                    .append_chunk(&id, ChunkKind::Incremental, b"same")
+                    .await
+            })
+        })
+        .collect();
+    for t in twice {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(reader.chunks_after(&docs[0].id, 0).await.unwrap().len(), 13);
+}
+
+async fn ping_answers(b: &dyn Backend) {
+    b.open().await.ping().await.unwrap();
 }
 
 // ---- backend-specific: migrations --------------------------------------------------------------
@@ -663,4 +695,250 @@ async fn postgres_instances_starting_together_migrate_once() {
         versions,
         (1..=PgStore::supported_version()).collect::<Vec<_>>()
     );
+}
+
+const MIGRATION_1_SQLITE: &str = include_str!("../migrations/sqlite/001_initial.sql");
+const MIGRATION_1_POSTGRES: &str = include_str!("../migrations/postgres/001_initial.sql");
+
+#[tokio::test]
+async fn sqlite_upgrade_drops_stored_dev_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sotong.db");
+    {
+        // A database frozen at version 1, with a code in plain text.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATION_1_SQLITE).unwrap();
+        conn.execute(
+            "INSERT INTO dev_codes (phone, code, created_at) VALUES ('+821012345678', '123456', 1)",
+            [],
+        )
+        .unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+    }
+    drop(SqliteStore::open(&path).await.unwrap());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let tables: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'dev_codes'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 0);
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SqliteStore::supported_version());
+}
+
+#[tokio::test]
+async fn postgres_upgrade_drops_stored_dev_codes() {
+    let Some(db) = common::PgDb::create().await else {
+        return;
+    };
+    let client = db.client().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE schema_version (version BIGINT NOT NULL);
+             {MIGRATION_1_POSTGRES}
+             INSERT INTO schema_version (version) VALUES (1);
+             INSERT INTO dev_codes (phone, code, created_at) VALUES ('+821012345678', '123456', 1);"
+        ))
+        .await
+        .unwrap();
+    drop(PgStore::connect(&db.url).await.unwrap());
+    let row = client
+        .query_one("SELECT to_regclass('dev_codes') IS NULL", &[])
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0), "dev_codes survived the upgrade");
+}
+
+/// What a sync acknowledges is on disk: every commit syncs the WAL.
+#[tokio::test]
+async fn sqlite_commits_are_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("sotong.db"))
+        .await
+        .unwrap();
+    // 2 = FULL (NORMAL, 1, loses the last commits on a power cut in WAL mode).
+    assert_eq!(store.synchronous().await.unwrap(), 2);
+}
+
+// ---- backend-specific: PostgreSQL TLS and pool -------------------------------------------------
+
+fn with_param(url: &str, param: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{param}")
+}
+
+#[tokio::test]
+async fn postgres_sslmode_disable_connects_in_plain_text() {
+    let Some(db) = common::PgDb::create().await else {
+        return;
+    };
+    let store = PgStore::connect(&with_param(&db.url, "sslmode=disable"))
+        .await
+        .unwrap();
+    store.ping().await.unwrap();
+    let ssl: bool = db
+        .client()
+        .await
+        .query_one(
+            "SELECT COALESCE(bool_or(s.ssl), false) FROM pg_stat_ssl s
+             JOIN pg_stat_activity a ON a.pid = s.pid WHERE a.datname = $1",
+            &[&db.name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!ssl, "sslmode=disable used TLS");
+}
+
+/// The local test server has no certificate a client can verify (none, or a self-signed
+/// one): `sslmode=require` must refuse it, never fall back to plain text.
+#[tokio::test]
+async fn postgres_sslmode_require_refuses_an_unverifiable_server() {
+    let Some(db) = common::PgDb::create().await else {
+        return;
+    };
+    for mode in ["require", "verify-full", "verify-ca"] {
+        let url = with_param(&db.url, &format!("sslmode={mode}"));
+        let err = match PgStore::connect(&url).await {
+            Ok(_) => panic!("sslmode={mode} connected to a server it cannot verify"),
+            Err(e) => e,
+        };
+        assert!(matches!(err, StoreError::Pool(_)), "{mode}: {err:?}");
+        let message = err.to_string();
+        eprintln!("sslmode={mode}: {message}");
+        assert!(
+            message.contains("TLS") || message.contains("tls"),
+            "{mode}: the error does not say TLS failed: {message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn postgres_unusable_ca_file_is_a_clear_error() {
+    let Some(db) = common::PgDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    for ca_file in [dir.path().join("missing.pem"), empty] {
+        let options = PgOptions {
+            ca_file: Some(ca_file.clone()),
+            ..PgOptions::default()
+        };
+        let err = match PgStore::connect_with(&db.url, &options).await {
+            Ok(_) => panic!("{} was accepted", ca_file.display()),
+            Err(e) => e,
+        };
+        assert!(matches!(err, StoreError::Tls(_)), "{err:?}");
+        assert!(err.to_string().contains("CA file"), "{err}");
+    }
+}
+
+/// Many more concurrent calls than connections: all complete, and the pool never opens
+/// more connections than its size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_pool_is_bounded_and_serves_every_caller() {
+    let Some(db) = common::PgDb::create().await else {
+        return;
+    };
+    let options = PgOptions {
+        max_connections: 3,
+        ..PgOptions::default()
+    };
+    let store = Arc::new(PgStore::connect_with(&db.url, &options).await.unwrap());
+    let doc = meta(1, 1);
+    store.create_document(&doc).await.unwrap();
+    let writers: Vec<_> = (0..40u32)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .append_chunk(&doc.id, ChunkKind::Incremental, &i.to_be_bytes())
+                    .await
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap().unwrap();
+    }
+    assert_eq!(store.chunks_after(&doc.id, 0).await.unwrap().len(), 40);
+    let (open, size) = store.pool_status();
+    assert_eq!(size, 3);
+    assert!((1..=3).contains(&open), "{open} connections open");
+    let backends: i64 = db
+        .client()
+        .await
+        .query_one(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            &[&db.name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        backends <= 3,
+        "{backends} server connections for a pool of 3"
+    );
+}
+
+/// TLS end to end, where the local server has TLS on: its own certificate given as the CA
+/// file, `sslmode=require` connects over TLS, verified. Skipped (with a note) where the
+/// server has no TLS or its certificate is not readable or not for `localhost`.
+#[tokio::test]
+async fn postgres_sslmode_require_connects_over_verified_tls() {
+    let Some(db) = common::PgDb::create().await else {
+        return;
+    };
+    let client = db.client().await;
+    let setting = |name: &'static str| {
+        let client = &client;
+        async move {
+            let row = client
+                .query_one(&format!("SHOW {name}"), &[])
+                .await
+                .unwrap();
+            row.get::<_, String>(0)
+        }
+    };
+    let cert = std::path::PathBuf::from(setting("ssl_cert_file").await);
+    let pem = std::fs::read_to_string(&cert).unwrap_or_default();
+    if setting("ssl").await != "on" || pem.is_empty() {
+        eprintln!("the local PostgreSQL has no readable TLS certificate: skipping");
+        return;
+    }
+    // The test database's URL, with `localhost` (the name such certificates carry).
+    let url = db.url.replace("127.0.0.1", "localhost");
+    let options = PgOptions {
+        ca_file: Some(cert.clone()),
+        ..PgOptions::default()
+    };
+    let store = match PgStore::connect_with(&with_param(&url, "sslmode=require"), &options).await {
+        Ok(store) => store,
+        Err(e) if e.to_string().contains("NotValidForName") => {
+            eprintln!(
+                "{} is not a certificate for localhost: skipping",
+                cert.display()
+            );
+            return;
+        }
+        Err(e) => panic!("TLS with the server's own certificate failed: {e}"),
+    };
+    store.ping().await.unwrap();
+    let all_tls: bool = client
+        .query_one(
+            "SELECT bool_and(s.ssl) FROM pg_stat_ssl s
+             JOIN pg_stat_activity a ON a.pid = s.pid
+             WHERE a.datname = $1 AND a.pid <> pg_backend_pid()",
+            &[&db.name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(all_tls, "the store's connections are not encrypted");
 }

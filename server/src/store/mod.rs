@@ -9,7 +9,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sha2::{Digest, Sha256};
 use sotong_core::DocumentId;
 
 use crate::config::Config;
@@ -17,7 +16,7 @@ use crate::config::Config;
 pub mod postgres;
 pub mod sqlite;
 
-pub use postgres::PgStore;
+pub use postgres::{PgOptions, PgStore};
 pub use sqlite::SqliteStore;
 
 /// An account's id.
@@ -69,6 +68,13 @@ pub enum StoreError {
     /// PostgreSQL failed.
     #[error("postgres: {0}")]
     Postgres(#[from] tokio_postgres::Error),
+    /// No PostgreSQL connection could be had from the pool (the cause says why: refused,
+    /// TLS handshake, authentication…).
+    #[error("postgres pool: {}", with_causes(.0))]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// The TLS settings for PostgreSQL are unusable (CA file unreadable or empty).
+    #[error("postgres TLS: {0}")]
+    Tls(String),
     /// A stored value does not decode.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
@@ -88,6 +94,22 @@ pub enum StoreError {
     },
 }
 
+/// An error and its causes, `outer: inner: innermost`: a TLS failure's reason (unknown
+/// issuer, wrong name) sits several causes deep.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// Result of store calls.
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -99,6 +121,9 @@ pub trait Store: Send + Sync + 'static {
     fn is_shared(&self) -> bool {
         true
     }
+
+    /// A cheap round trip to the database, for readiness checks.
+    async fn ping(&self) -> StoreResult<()>;
 
     // ---- documents -------------------------------------------------------------------
     /// The document's metadata, if it exists.
@@ -166,12 +191,6 @@ pub trait Store: Send + Sync + 'static {
         ticket_hash: &[u8; 32],
         now: i64,
     ) -> StoreResult<Option<DeviceRef>>;
-
-    // ---- development notifier -----------------------------------------------------------
-    /// Records a code "sent" by the development notifier (plain number: development only).
-    async fn record_dev_code(&self, phone: &str, code: &str, now: i64) -> StoreResult<()>;
-    /// The newest code the development notifier "sent" to `phone`.
-    async fn latest_dev_code(&self, phone: &str) -> StoreResult<Option<String>>;
 }
 
 /// A one-time code to store. Every key is a peppered SHA-256; nothing here names a person.
@@ -264,11 +283,6 @@ pub struct TokenOwner {
     pub expires_at: i64,
 }
 
-/// SHA-256 of `bytes`: the content address of a chunk.
-pub fn chunk_hash(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
-}
-
 impl ChunkKind {
     /// The name stored in the database.
     pub(crate) fn as_str(self) -> &'static str {
@@ -297,12 +311,19 @@ pub(crate) fn doc_id_from_slice(bytes: &[u8]) -> StoreResult<DocumentId> {
     DocumentId::from_bytes(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-/// Opens the store `config` names: PostgreSQL when `database_url` is set, otherwise the
+/// Opens the store `config` names: PostgreSQL when `database_url` is set (TLS per its
+/// `sslmode`, trusting `database_ca_file` if set), otherwise the
 /// SQLite file `<data_dir>/sotong.db` (the directory is created if missing). Migrations are
 /// applied; a database newer than this code is refused.
 pub async fn open_store(config: &Config) -> StoreResult<Arc<dyn Store>> {
     match &config.database_url {
-        Some(url) => Ok(Arc::new(PgStore::connect(url).await?)),
+        Some(url) => {
+            let options = PgOptions {
+                ca_file: config.database_ca_file.clone(),
+                ..PgOptions::default()
+            };
+            Ok(Arc::new(PgStore::connect_with(url, &options).await?))
+        }
         None => Ok(Arc::new(
             SqliteStore::open(&sqlite_path(&config.data_dir)).await?,
         )),

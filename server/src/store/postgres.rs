@@ -1,26 +1,41 @@
 //! The scale-out store: PostgreSQL through tokio-postgres, shared by any number of server
-//! instances. A small pool of clients; every multi-statement operation is one transaction.
+//! instances, with a `deadpool-postgres` pool; every multi-statement operation is one
+//! transaction.
+//!
+//! TLS is rustls: `sslmode=require` (or libpq's `verify-full` / `verify-ca`) in the URL
+//! encrypts and verifies the server's certificate and name against the Mozilla roots, or
+//! against the CA file given instead. `sslmode=disable` and `prefer` (the default) connect in
+//! plain text: unverified opportunistic TLS protects nothing against an active attacker, so it
+//! is not offered; a plain connection to a host that is not local is logged as a warning.
 //!
 //! Chunk sequence numbers come from a BIGSERIAL, which hands out numbers in call order but
 //! commits in any order: a reader could see seq 11 before seq 10 is committed and then skip
 //! 10 for good. Inserts into one document therefore take a transaction-scoped advisory lock
 //! keyed by the document, so that within a document seq order is commit order.
 
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use sotong_core::hash::sha256;
 use sotong_core::DocumentId;
-use tokio::sync::{Semaphore, SemaphorePermit};
-use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::Row;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
-    chunk_hash, doc_id_from_slice, hash_from_slice, AccountId, ChunkKind, CodeCheck, CodeIssue,
-    CodeLimits, DeviceRef, DocumentMeta, NewCode, NewDevice, Store, StoreError, StoreResult,
-    StoredChunk, TokenOwner,
+    doc_id_from_slice, hash_from_slice, AccountId, ChunkKind, CodeCheck, CodeIssue, CodeLimits,
+    DeviceRef, DocumentMeta, NewCode, NewDevice, Store, StoreError, StoreResult, StoredChunk,
+    TokenOwner,
 };
 
 /// Migrations, in order: migration `i` (0-based) takes the database to version i + 1.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/postgres/001_initial.sql"),
+    include_str!("../../migrations/postgres/002_drop_dev_codes.sql"),
+];
 
 /// Advisory lock keys (arbitrary constants, "SOT" + a number).
 const MIGRATION_LOCK: i64 = 0x534f_5400;
@@ -31,107 +46,157 @@ const CHUNK_LOCK_SPACE: i32 = 0x534f_5402;
 /// Codes are kept this long after issue (longer than any rate-limit window).
 const CODE_RETENTION_SECS: i64 = 24 * 3600;
 
-/// Most connections one instance opens.
-const MAX_CONNECTIONS: usize = 8;
+/// Longest wait for a new connection (TCP, TLS, authentication).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for a free connection when all are lent.
+const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connections one instance opens at most, unless told otherwise.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 8;
+
+/// How to reach PostgreSQL besides the URL.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// PEM file of the certificate authorities to trust for `sslmode=require`, instead of
+    /// the Mozilla roots.
+    pub ca_file: Option<PathBuf>,
+    /// Size of the connection pool.
+    pub max_connections: usize,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        Self {
+            ca_file: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
 
 /// The PostgreSQL store.
 pub struct PgStore {
     pool: Pool,
+    pg_config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
 }
 
-struct Pool {
-    url: String,
-    idle: Mutex<Vec<Client>>,
-    permits: Semaphore,
-}
-
-/// A client on loan from the pool; goes back on drop unless its connection died.
-struct Conn<'a> {
-    client: Option<Client>,
-    pool: &'a Pool,
-    _permit: SemaphorePermit<'a>,
-}
-
-impl std::ops::Deref for Conn<'_> {
-    type Target = Client;
-    fn deref(&self) -> &Client {
-        // Only `Drop` takes the client out.
-        self.client.as_ref().unwrap_or_else(|| unreachable!())
+/// Parses a connection URL (or key=value string). libpq's `verify-full` and `verify-ca`
+/// become `require`, which always verifies the certificate and the host name; `prefer`
+/// (the default) becomes `disable` (see the module documentation).
+pub fn parse_url(url: &str) -> StoreResult<tokio_postgres::Config> {
+    let url = url
+        .replace("sslmode=verify-full", "sslmode=require")
+        .replace("sslmode=verify-ca", "sslmode=require");
+    let mut config: tokio_postgres::Config = url.parse().map_err(StoreError::Postgres)?;
+    if config.get_ssl_mode() != SslMode::Require {
+        config.ssl_mode(SslMode::Disable);
     }
+    Ok(config)
 }
 
-impl std::ops::DerefMut for Conn<'_> {
-    fn deref_mut(&mut self) -> &mut Client {
-        self.client.as_mut().unwrap_or_else(|| unreachable!())
-    }
-}
-
-impl Drop for Conn<'_> {
-    fn drop(&mut self) {
-        // A transaction dropped unfinished has queued its ROLLBACK on this client, ahead of
-        // anything the next borrower sends, so the client can be reused.
-        if let Some(client) = self.client.take() {
-            if !client.is_closed() {
-                self.pool.lock_idle().push(client);
+/// The rustls connector: the CA file's certificates if given, else the Mozilla roots.
+fn tls_connector(ca_file: Option<&Path>) -> StoreResult<MakeRustlsConnect> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            use rustls_pki_types::pem::PemObject as _;
+            use rustls_pki_types::CertificateDer;
+            let bad = |e: String| StoreError::Tls(format!("CA file {}: {e}", path.display()));
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
+                roots
+                    .add(cert.map_err(|e| bad(e.to_string()))?)
+                    .map_err(|e| bad(e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(bad("holds no certificate".into()));
             }
         }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     }
+    // An explicit provider: the process may not have installed a default one.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
 }
 
-impl Pool {
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Client>> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    async fn get(&self) -> StoreResult<Conn<'_>> {
-        let permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))?;
-        let reused = loop {
-            let Some(client) = self.lock_idle().pop() else {
-                break None;
-            };
-            if !client.is_closed() {
-                break Some(client);
-            }
-        };
-        let client = match reused {
-            Some(client) => client,
-            None => connect(&self.url).await?,
-        };
-        Ok(Conn {
-            client: Some(client),
-            pool: self,
-            _permit: permit,
-        })
-    }
-}
-
-async fn connect(url: &str) -> StoreResult<Client> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!(error = %e, "postgres connection closed");
+fn is_local(host: &Host) -> bool {
+    match host {
+        Host::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
         }
-    });
-    Ok(client)
+        #[cfg(unix)]
+        Host::Unix(_) => true,
+    }
 }
 
 impl PgStore {
-    /// Connects to `url` and applies pending migrations (serialized across instances by an
-    /// advisory lock). A database newer than this code is refused.
+    /// Connects to `url` with the default options and applies pending migrations (serialized
+    /// across instances by an advisory lock). A database newer than this code is refused.
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let store = Self {
-            pool: Pool {
-                url: url.to_owned(),
-                idle: Mutex::new(Vec::new()),
-                permits: Semaphore::new(MAX_CONNECTIONS),
+        Self::connect_with(url, &PgOptions::default()).await
+    }
+
+    /// [`PgStore::connect`] with `options`.
+    pub async fn connect_with(url: &str, options: &PgOptions) -> StoreResult<Self> {
+        let pg_config = parse_url(url)?;
+        if pg_config.get_ssl_mode() != SslMode::Require
+            && !pg_config.get_hosts().iter().all(is_local)
+        {
+            tracing::warn!(
+                "the PostgreSQL connection is not encrypted; add sslmode=require to the URL"
+            );
+        }
+        let tls = tls_connector(options.ca_file.as_deref())?;
+        let manager = Manager::from_config(
+            pg_config.clone(),
+            tls.clone(),
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
             },
+        );
+        // Bounded waits: a lost database answers callers with an error instead of hanging
+        // them (and /readyz) until TCP gives up.
+        let pool = Pool::builder(manager)
+            .max_size(options.max_connections.max(1))
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .wait_timeout(Some(POOL_WAIT_TIMEOUT))
+            .build()
+            .map_err(|e| StoreError::Task(e.to_string()))?;
+        let store = Self {
+            pool,
+            pg_config,
+            tls,
         };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// The parsed connection settings, for a connection outside the pool (`LISTEN`).
+    pub fn pg_config(&self) -> &tokio_postgres::Config {
+        &self.pg_config
+    }
+
+    /// The TLS connector the pool uses, for a connection outside the pool (`LISTEN`).
+    pub fn tls(&self) -> MakeRustlsConnect {
+        self.tls.clone()
+    }
+
+    /// Connections currently open in the pool (idle or lent), and the pool's size.
+    pub fn pool_status(&self) -> (usize, usize) {
+        let status = self.pool.status();
+        (status.size, status.max_size)
+    }
+
+    async fn conn(&self) -> StoreResult<Object> {
+        Ok(self.pool.get().await?)
     }
 
     /// The highest schema version this code knows.
@@ -141,7 +206,7 @@ impl PgStore {
 
     async fn migrate(&self) -> StoreResult<()> {
         let supported = Self::supported_version();
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await?;
@@ -229,8 +294,13 @@ async fn window_count(
 
 #[async_trait]
 impl Store for PgStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.conn().await?.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+
     async fn document(&self, id: &DocumentId) -> StoreResult<Option<DocumentMeta>> {
-        let conn = self.pool.get().await?;
+        let conn = self.conn().await?;
         conn.query_opt(
             "SELECT id, owner, kind, created_at FROM documents WHERE id = $1",
             &[&id.as_bytes().as_slice()],
@@ -242,7 +312,7 @@ impl Store for PgStore {
     }
 
     async fn create_document(&self, meta: &DocumentMeta) -> StoreResult<bool> {
-        let conn = self.pool.get().await?;
+        let conn = self.conn().await?;
         let n = conn
             .execute(
                 "INSERT INTO documents (id, owner, kind, created_at) VALUES ($1, $2, $3, $4)
@@ -259,7 +329,7 @@ impl Store for PgStore {
     }
 
     async fn documents_of(&self, owner: AccountId) -> StoreResult<Vec<DocumentMeta>> {
-        let conn = self.pool.get().await?;
+        let conn = self.conn().await?;
         conn.query(
             "SELECT id, owner, kind, created_at FROM documents WHERE owner = $1
              ORDER BY created_at, id",
@@ -277,8 +347,8 @@ impl Store for PgStore {
         kind: ChunkKind,
         bytes: &[u8],
     ) -> StoreResult<()> {
-        let hash = chunk_hash(bytes);
-        let mut conn = self.pool.get().await?;
+        let hash = sha256(bytes);
+        let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
         insert_chunk_locked(&tx, doc, kind, &hash, bytes).await?;
         tx.commit().await?;
@@ -286,7 +356,7 @@ impl Store for PgStore {
     }
 
     async fn chunks_after(&self, doc: &DocumentId, after: i64) -> StoreResult<Vec<StoredChunk>> {
-        let conn = self.pool.get().await?;
+        let conn = self.conn().await?;
         let rows = conn
             .query(
                 "SELECT seq, hash, kind, bytes FROM chunks WHERE doc_id = $1 AND seq > $2
@@ -312,14 +382,14 @@ impl Store for PgStore {
         snapshot: &[u8],
         replaced: &[[u8; 32]],
     ) -> StoreResult<()> {
-        let snapshot_hash = chunk_hash(snapshot);
+        let snapshot_hash = sha256(snapshot);
         // The new snapshot is never deleted, even if a caller lists its hash.
         let doomed: Vec<&[u8]> = replaced
             .iter()
             .filter(|h| **h != snapshot_hash)
             .map(|h| h.as_slice())
             .collect();
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
         insert_chunk_locked(&tx, doc, ChunkKind::Snapshot, &snapshot_hash, snapshot).await?;
         tx.execute(
@@ -334,7 +404,7 @@ impl Store for PgStore {
     async fn issue_code(&self, code: &NewCode, limits: &CodeLimits) -> StoreResult<CodeIssue> {
         let now = code.created_at;
         let since = now - limits.window_secs;
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
         // Codes are few; one lock across instances makes count-then-insert atomic.
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CODE_LOCK])
@@ -379,7 +449,7 @@ impl Store for PgStore {
         max_attempts: u32,
         now: i64,
     ) -> StoreResult<CodeCheck> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
         let newest = tx
             .query_opt(
@@ -419,7 +489,7 @@ impl Store for PgStore {
     }
 
     async fn register_device(&self, device: &NewDevice<'_>) -> StoreResult<DeviceRef> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
         // DO UPDATE (a no-op) rather than DO NOTHING so that RETURNING yields the id of an
         // existing account too, race-free.
@@ -454,7 +524,7 @@ impl Store for PgStore {
     }
 
     async fn token_owner(&self, token_hash: &[u8; 32]) -> StoreResult<Option<TokenOwner>> {
-        let conn = self.pool.get().await?;
+        let conn = self.conn().await?;
         let row = conn
             .query_opt(
                 "SELECT account_id, id, token_expires_at FROM devices WHERE token_hash = $1",
@@ -480,7 +550,7 @@ impl Store for PgStore {
         expires_at: i64,
         now: i64,
     ) -> StoreResult<()> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
         tx.execute("DELETE FROM tickets WHERE expires_at <= $1", &[&now])
             .await?;
@@ -504,7 +574,7 @@ impl Store for PgStore {
         ticket_hash: &[u8; 32],
         now: i64,
     ) -> StoreResult<Option<DeviceRef>> {
-        let conn = self.pool.get().await?;
+        let conn = self.conn().await?;
         let row = conn
             .query_opt(
                 "DELETE FROM tickets WHERE ticket_hash = $1
@@ -523,26 +593,5 @@ impl Store for PgStore {
             account_id: row.try_get(0)?,
             device_id: row.try_get(1)?,
         }))
-    }
-
-    async fn record_dev_code(&self, phone: &str, code: &str, now: i64) -> StoreResult<()> {
-        let conn = self.pool.get().await?;
-        conn.execute(
-            "INSERT INTO dev_codes (phone, code, created_at) VALUES ($1, $2, $3)",
-            &[&phone, &code, &now],
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn latest_dev_code(&self, phone: &str) -> StoreResult<Option<String>> {
-        let conn = self.pool.get().await?;
-        let row = conn
-            .query_opt(
-                "SELECT code FROM dev_codes WHERE phone = $1 ORDER BY id DESC LIMIT 1",
-                &[&phone],
-            )
-            .await?;
-        Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
 }

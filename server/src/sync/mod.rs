@@ -19,9 +19,9 @@ use sotong_core::wire::MAX_FRAME_BYTES;
 
 pub use hub::Hub;
 
-use crate::app::AppState;
 use crate::auth;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// The sync route.
 pub fn router() -> Router<AppState> {

@@ -14,7 +14,7 @@ fn admin_url() -> String {
 /// the test panics).
 pub struct PgDb {
     pub url: String,
-    name: String,
+    pub name: String,
     admin: String,
 }
 
@@ -55,6 +55,21 @@ impl PgDb {
             .expect("connect to test database");
         tokio::spawn(conn);
         client
+    }
+}
+
+impl PgDb {
+    /// Drops the database now, cutting every connection to it (a lost database server, as
+    /// the instances on it see it).
+    pub async fn drop_now(&self) {
+        let (client, conn) = tokio_postgres::connect(&self.admin, NoTls)
+            .await
+            .expect("connect to the admin database");
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
+            .await
+            .expect("drop test database");
     }
 }
 
