@@ -8,6 +8,7 @@
 //! busy (not one round trip per draft), few enough to keep a few dozen drafts loaded at most.
 //! Every document keeps its small `sync::State` for the whole session.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use automerge::sync::{self, SyncDoc};
@@ -151,13 +152,13 @@ impl<'a> Engine<'a> {
     /// Sends the server what it may be missing of `id` (or asks for it, if `requested`).
     fn announce(&mut self, id: DocumentId, requested: bool) -> Result<(), ClientError> {
         let drafts = self.drafts;
-        if !self.docs.contains_key(&id) {
+        if let Entry::Vacant(e) = self.docs.entry(id) {
             let state = if requested {
                 sync::State::new()
             } else {
                 drafts.sync_state(&id, SERVER_PEER)?
             };
-            self.docs.insert(id, Progress::new(state, requested));
+            e.insert(Progress::new(state, requested));
         }
         let Some(p) = self.docs.get_mut(&id) else {
             return Ok(());
