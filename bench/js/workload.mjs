@@ -1,9 +1,9 @@
 // The client workload sotong-bench runs, unchanged, against the reference automerge-repo sync
 // server and against sotong-server: pairs of one citizen's devices, each device a reference
 // @automerge/automerge-repo client (no storage) on its own WebSocket.
-//   1. create: device A creates a proposal (valid for Sotong's schema); once the server has
-//      answered A's first sync message for it, device B opens it with `find`. Latency runs
-//      from A's create to B holding the document.
+//   1. create: device A creates a proposal (valid for Sotong's schema); once a sync message
+//      from the server tells A that the server holds it, device B opens it with `find`.
+//      Latency runs from A's create to B holding the document.
 //   2. edit: A splices one character into the body; latency runs until B's heads equal A's.
 //      One edit in flight per pair; the pairs run concurrently.
 // Only completed operations are timed; failures and timeouts are counted apart.
@@ -20,6 +20,7 @@
 
 import fs from "node:fs"
 import { parseArgs } from "node:util"
+import { decodeSyncMessage, getHeads } from "@automerge/automerge"
 import { Repo, ImmutableString, splice } from "@automerge/automerge-repo"
 import { WebSocketClientAdapter } from "@automerge/automerge-repo-network-websocket"
 
@@ -117,11 +118,17 @@ async function connect(token) {
   return { repo, adapter }
 }
 
-/** Resolves when the server sends `device` a sync message for `documentId`. */
-function serverAnswered(device, documentId) {
+/** Resolves when a sync message from the server to `device` says that the server holds
+ * `handle`'s heads (its first answer about a new document is that of an empty one). */
+function serverHas(device, handle) {
+  const heads = getHeads(handle.doc())
   return new Promise(resolve => {
     const onMessage = m => {
-      if (m.type === "sync" && m.documentId === documentId) {
+      if (
+        m.type === "sync" &&
+        m.documentId === handle.documentId &&
+        heads.every(h => decodeSyncMessage(m.data).heads.includes(h))
+      ) {
         device.adapter.off("message", onMessage)
         resolve()
       }
@@ -166,9 +173,14 @@ async function main() {
   await quiet()
   result.connected = { ...memKb() }
 
-  // Stage 1: create on A, open on B.
+  // Stage 1: create on A, open on B. The bodies are made beforehand, outside the timing.
+  const bodies = devices.map((_d, pair) =>
+    Array.from({ length: docsPerPair }, (_x, i) => text(chars, 1000 + pair * 100 + i)),
+  )
   const created = devices.map(() => [])
   const createMs = []
+  // Where a create's time goes: A's own work, until the server holds it, B's find.
+  const split = { a_create_ms: [], until_server_holds_ms: [], b_open_ms: [] }
   let createFailed = 0
   let createTimeouts = 0
   let ticks0 = cpuTicks()
@@ -181,15 +193,20 @@ async function main() {
           const handle = d.a.repo.create({
             type: new ImmutableString("proposal"),
             title: `제안 ${pair}-${i}`,
-            body: text(chars, 1000 + pair * 100 + i),
+            body: bodies[pair][i],
             category: new ImmutableString("transport"),
           })
-          await withTimeout(serverAnswered(d.a, handle.documentId), timeoutMs, "server answer")
+          const made = now()
+          await withTimeout(serverHas(d.a, handle), timeoutMs, "server holds it")
+          const held = now()
           const opened = await withTimeout(d.b.repo.find(handle.url), timeoutMs, "open on B")
           if (String(opened.doc()?.body ?? "").length !== chars) {
             throw new Error("device B opened the document without its body")
           }
           createMs.push(now() - start)
+          split.a_create_ms.push(made - start)
+          split.until_server_holds_ms.push(held - made)
+          split.b_open_ms.push(now() - held)
           created[pair].push({ a: handle, b: opened })
         } catch (e) {
           if (e instanceof TimeoutError) createTimeouts++
@@ -209,6 +226,7 @@ async function main() {
     wall_s: wall,
     server_ticks: ticks1 - ticks0,
     latency_ms: createMs,
+    split,
     ...memKb(),
   }
 

@@ -169,6 +169,15 @@ fn summarise(mut out: Value, hz: f64) -> Value {
             .map(|a| a.iter().filter_map(Value::as_f64).collect())
             .unwrap_or_default();
         s["latency_ms"] = stats(samples);
+        if let Some(split) = s["split"].as_object_mut() {
+            for v in split.values_mut() {
+                let samples = v
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_f64).collect())
+                    .unwrap_or_default();
+                *v = stats(samples);
+            }
+        }
         s["server_cpu_ms"] = json!(round(cpu_ms, 0));
         s[per] = if done > 0 {
             json!(round(cpu_ms / done as f64, 4))
