@@ -1402,7 +1402,15 @@ fn print_table(r: &Value) {
     println!("\nSotong bench{quick}: {machine}");
     println!("| {:<60} | {:<48} |", "measure", "value");
     println!("|{}|{}|", "-".repeat(62), "-".repeat(50));
-    for k in ["5k", "200k"] {
+    // Phases that did not run (`--only`) print no rows.
+    let sizes = |phase: &str| -> &'static [&'static str] {
+        if r[phase].is_null() {
+            &[]
+        } else {
+            &["5k", "200k"]
+        }
+    };
+    for k in sizes("phone_edit") {
         let s = &r["phone_edit"][k];
         let name = format!("1. phone edit_proposal (1-char splice+persist), {k} chars");
         row(name, format!("{} (n={})", pct(s), s["n"]));
@@ -1411,10 +1419,11 @@ fn print_table(r: &Value) {
     }
     let t = &r["sync_throughput"];
     let (c, d) = (&t["citizens"], &t["drafts_each"]);
-    for (label, k) in [
+    let rounds = [
         ("upload (first sync)", "upload"),
         ("2nd device download", "download"),
-    ] {
+    ];
+    for (label, k) in rounds.into_iter().filter(|_| !t.is_null()) {
         let s = &t[k];
         row(
             format!("2. {label}: {c} phones x {d} drafts, concurrent"),
@@ -1435,7 +1444,7 @@ fn print_table(r: &Value) {
             ),
         );
     }
-    for k in ["5k", "200k"] {
+    for k in sizes("remote_edits") {
         let e = &r["remote_edits"][k];
         for (label, m) in [
             ("edit + one-shot sync()", "oneshot_sync"),
@@ -1453,7 +1462,7 @@ fn print_table(r: &Value) {
             );
         }
     }
-    for k in ["5k", "200k"] {
+    for k in sizes("remote_edits") {
         let e = &r["remote_edits"][k];
         let seq = &e["live_sequential"];
         row(
@@ -1480,7 +1489,7 @@ fn print_table(r: &Value) {
         );
     }
     let m = &r["memory"];
-    for k in ["5k", "200k"] {
+    for k in sizes("memory") {
         let s = &m["server"][k];
         row(
             format!(
@@ -1490,7 +1499,7 @@ fn print_table(r: &Value) {
             format!("{} KB", f(&s["rss_growth_per_doc_kb"])),
         );
     }
-    for k in ["5k", "200k"] {
+    for k in sizes("memory") {
         let s = &m["phone"][k];
         row(
             format!("5. phone RSS per loaded draft, {k} (x{})", s["drafts"]),
