@@ -1624,12 +1624,21 @@ fn print_new_phases(
         for (label, k) in [
             ("create offline", "create_offline"),
             ("upload sync()", "upload_sync"),
+            ("upload sync() again", "upload_sync_again_after_failure"),
             ("2nd device download sync()", "download_sync"),
         ] {
+            if v[k].is_null() {
+                continue;
+            }
+            let outcome = if v[k]["failed"].is_string() {
+                ", FAILED"
+            } else {
+                ""
+            };
             row(
                 format!("9. phone, {} drafts: {label}", v["drafts"]),
                 format!(
-                    "peak RSS {} MiB, {} s",
+                    "peak RSS {} MiB, {} s{outcome}",
                     f(&v[k]["peak_rss_mib"]),
                     f(&v[k]["wall_s"])
                 ),

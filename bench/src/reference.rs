@@ -169,7 +169,7 @@ fn summarise(mut out: Value, hz: f64) -> Value {
             .map(|a| a.iter().filter_map(Value::as_f64).collect())
             .unwrap_or_default();
         s["latency_ms"] = stats(samples);
-        if let Some(split) = s["split"].as_object_mut() {
+        if let Some(split) = s.get_mut("split").and_then(Value::as_object_mut) {
             for v in split.values_mut() {
                 let samples = v
                     .as_array()
