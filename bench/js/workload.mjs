@@ -6,6 +6,7 @@
 //      Latency runs from A's create to B holding the document.
 //   2. edit: A splices one character into the body; latency runs until B's heads equal A's.
 //      One edit in flight per pair; the pairs run concurrently.
+// A warm-up document per pair comes first and is not measured.
 // Only completed operations are timed; failures and timeouts are counted apart.
 // Server CPU (utime+stime ticks from /proc/<pid>/stat) and memory are read at stage
 // boundaries, after the server went quiet, and printed with the samples as ONE JSON line.
@@ -172,6 +173,29 @@ async function main() {
   }
   await quiet()
   result.connected = { ...memKb() }
+
+  // Warm-up, not measured: one document per pair, created, opened and edited once, so that
+  // neither server's first-use costs (the Node server's JIT and wasm) land on the figures.
+  await Promise.all(
+    devices.map(async (d, pair) => {
+      try {
+        const handle = d.a.repo.create({
+          type: new ImmutableString("proposal"),
+          title: `warm-up ${pair}`,
+          body: text(chars, 7 + pair),
+          category: new ImmutableString("transport"),
+        })
+        await withTimeout(serverHas(d.a, handle), timeoutMs, "warm-up")
+        const opened = await withTimeout(d.b.repo.find(handle.url), timeoutMs, "warm-up")
+        handle.change(doc => splice(doc, ["body"], 0, 0, "w"))
+        await withTimeout(reached(opened, handle.heads()), timeoutMs, "warm-up")
+      } catch (e) {
+        noteError(`warm-up: ${e?.message ?? e}`)
+      }
+    }),
+  )
+  await quiet()
+  result.warmed_up = { ...memKb() }
 
   // Stage 1: create on A, open on B. The bodies are made beforehand, outside the timing.
   const bodies = devices.map((_d, pair) =>
