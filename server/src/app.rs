@@ -39,7 +39,7 @@ impl AppState {
     /// State over `store`, with a fresh sync hub.
     pub fn new(config: Config, store: Arc<dyn Store>, notifier: Arc<dyn Notifier>) -> Self {
         Self {
-            hub: Arc::new(sync::Hub::new(store.clone())),
+            hub: Arc::new(sync::Hub::new(store.clone(), config.sync.clone())),
             store,
             config: Arc::new(config),
             notifier,
@@ -99,6 +99,7 @@ pub enum ServeError {
 pub struct ServerHandle {
     addr: SocketAddr,
     store: Arc<dyn Store>,
+    hub: Arc<sync::Hub>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -112,6 +113,11 @@ impl ServerHandle {
     /// Its store.
     pub fn store(&self) -> Arc<dyn Store> {
         self.store.clone()
+    }
+
+    /// Its sync hub (loaded documents, connections; for metrics and tests).
+    pub fn hub(&self) -> Arc<sync::Hub> {
+        self.hub.clone()
     }
 
     /// Stops accepting, lets open requests finish (for at most 10 s, then cuts them) and
@@ -150,6 +156,10 @@ pub async fn serve_with(
     let addr = listener.local_addr()?;
     let state = AppState::new(config, store.clone(), notifier);
     let hub = state.hub.clone();
+    let state_hub = hub.clone();
+    if let Some(url) = &state.config.database_url {
+        sync::feed::start(&hub, url);
+    }
     let app = router(state);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -175,6 +185,7 @@ pub async fn serve_with(
     Ok(ServerHandle {
         addr,
         store,
+        hub: state_hub,
         stop: Some(stop),
         task,
     })

@@ -172,6 +172,19 @@ pub trait Store: Send + Sync + 'static {
     async fn record_dev_code(&self, phone: &str, code: &str, now: i64) -> StoreResult<()>;
     /// The newest code the development notifier "sent" to `phone`.
     async fn latest_dev_code(&self, phone: &str) -> StoreResult<Option<String>>;
+
+    // ---- quotas ---------------------------------------------------------------------------
+    /// What `owner` stores: its documents and the bytes of their chunks (for per-account limits).
+    async fn account_usage(&self, owner: AccountId) -> StoreResult<AccountUsage>;
+}
+
+/// What one account stores, as counted against its limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AccountUsage {
+    /// Documents it owns.
+    pub documents: u64,
+    /// Bytes of their stored chunks.
+    pub bytes: u64,
 }
 
 /// A one-time code to store. Every key is a peppered SHA-256; nothing here names a person.
