@@ -184,6 +184,11 @@ impl TestServer {
         self.handle().store()
     }
 
+    /// The server's sync hub (loaded documents, connections).
+    pub fn hub(&self) -> std::sync::Arc<sotong_server::sync::Hub> {
+        self.handle().hub()
+    }
+
     /// The last one-time code the development notifier sent to `phone`.
     pub async fn dev_code(&self, phone: &str) -> String {
         self.store()
@@ -216,6 +221,11 @@ impl ServerLike for SecondInstance {
 }
 
 impl SecondInstance {
+    /// Its sync hub.
+    pub fn hub(&self) -> std::sync::Arc<sotong_server::sync::Hub> {
+        self.handle.hub()
+    }
+
     /// Stops it.
     pub async fn stop(self) {
         self.handle.shutdown().await;
@@ -389,6 +399,20 @@ impl RawPeer {
             .expect("send");
     }
 
+    /// Reads until the server's close frame (skipping messages) and returns its code and
+    /// reason; `None` if the socket ended without one or nothing came within 30 s.
+    pub async fn close_frame(&mut self) -> Option<(u16, String)> {
+        read_close_frame(&mut self.socket).await
+    }
+
+    /// The socket itself, for tests that split it into a sending and a reading half.
+    pub fn into_socket(
+        self,
+    ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>
+    {
+        self.socket
+    }
+
     /// The next message, or `None` if the socket closed or nothing came within 5 s.
     pub async fn recv(&mut self) -> Option<sotong_core::wire::WireMessage> {
         use futures_util::StreamExt;
@@ -408,6 +432,40 @@ impl RawPeer {
             }
         }
     }
+}
+
+/// Reads a WebSocket until the close frame and returns its code and reason (see
+/// [`RawPeer::close_frame`]).
+pub async fn read_close_frame<S>(socket: &mut S) -> Option<(u16, String)>
+where
+    S: futures_util::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    use futures_util::StreamExt;
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(30), socket.next())
+            .await
+            .ok()??;
+        match next {
+            Ok(tokio_tungstenite::tungstenite::Message::Close(frame)) => {
+                return frame.map(|f| (u16::from(f.code), f.reason.to_string()))
+            }
+            Ok(_) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Resident memory of this process, in bytes (Linux `/proc/self/statm`).
+pub fn rss_bytes() -> usize {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<usize>().ok())
+        .map_or(0, |pages| pages * 4096)
 }
 
 /// An HTTP client for tests (installs the process's TLS crypto provider first).

@@ -159,6 +159,14 @@ impl Hub {
         self.closing.subscribe()
     }
 
+    /// Estimated resident bytes of `doc` once loaded with `peers` peers: what it counts
+    /// against the memory budget.
+    pub fn estimated_cost(doc: &sotong_core::automerge::Automerge, peers: usize) -> usize {
+        let changes = doc.get_changes(&[]);
+        let ops = changes.iter().map(|c| c.len()).sum();
+        slots::estimate(ops, changes.len(), peers)
+    }
+
     /// Number of documents currently loaded (for metrics and tests).
     pub fn loaded_documents(&self) -> usize {
         self.slots.loaded_documents()

@@ -79,10 +79,13 @@ impl Loaded {
 
 /// Estimated resident bytes of a loaded document.
 pub(super) fn cost(loaded: &Loaded) -> usize {
-    BYTES_PER_DOCUMENT
-        + loaded.ops * BYTES_PER_OP
-        + loaded.changes * BYTES_PER_CHANGE
-        + loaded.peers.len() * BYTES_PER_PEER
+    estimate(loaded.ops, loaded.changes, loaded.peers.len())
+}
+
+/// Estimated resident bytes of a document of `ops` operations in `changes` changes, loaded
+/// with `peers` peers.
+pub(super) fn estimate(ops: usize, changes: usize, peers: usize) -> usize {
+    BYTES_PER_DOCUMENT + ops * BYTES_PER_OP + changes * BYTES_PER_CHANGE + peers * BYTES_PER_PEER
 }
 
 pub(super) enum SlotState {
