@@ -174,6 +174,11 @@ impl TestServer {
         format!("http://{}", self.handle().addr())
     }
 
+    /// The address it listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.handle().addr()
+    }
+
     /// `ws://127.0.0.1:PORT/v1/sync`.
     pub fn ws_url(&self) -> String {
         format!("ws://{}/v1/sync", self.handle().addr())
