@@ -345,9 +345,10 @@ pub struct RawPeer {
 
 impl RawPeer {
     /// Connects with a bearer token (no join yet). Returns the HTTP status on refusal.
-    pub async fn connect(server: &TestServer, token: Option<&str>) -> Result<Self, u16> {
+    pub async fn connect(server: &impl ServerLike, token: Option<&str>) -> Result<Self, u16> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let mut req = server.ws_url().into_client_request().expect("request");
+        let ws_url = format!("{}/v1/sync", server.url().replacen("http://", "ws://", 1));
+        let mut req = ws_url.into_client_request().expect("request");
         if let Some(t) = token {
             req.headers_mut().insert(
                 "authorization",
@@ -365,7 +366,7 @@ impl RawPeer {
     }
 
     /// Connects and joins.
-    pub async fn join(server: &TestServer, token: &str) -> Self {
+    pub async fn join(server: &impl ServerLike, token: &str) -> Self {
         let mut peer = Self::connect(server, Some(token)).await.expect("connect");
         peer.send(&sotong_core::wire::WireMessage::Join {
             sender_id: peer.peer_id.clone(),
@@ -420,9 +421,17 @@ impl RawPeer {
 
     /// The next message, or `None` if the socket closed or nothing came within 5 s.
     pub async fn recv(&mut self) -> Option<sotong_core::wire::WireMessage> {
+        self.recv_within(Duration::from_secs(5)).await
+    }
+
+    /// The next message, or `None` if the socket closed or nothing came within `timeout`.
+    pub async fn recv_within(
+        &mut self,
+        timeout: Duration,
+    ) -> Option<sotong_core::wire::WireMessage> {
         use futures_util::StreamExt;
         loop {
-            let next = tokio::time::timeout(Duration::from_secs(5), self.socket.next())
+            let next = tokio::time::timeout(timeout, self.socket.next())
                 .await
                 .ok()??;
             match next {
