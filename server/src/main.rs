@@ -89,6 +89,7 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<(), MainError> {
     let mut config = Config::new(&args.data_dir);
+    apply_sync_limits(&args, &mut config.sync);
     config.database_url = args.database_url;
     if let Some(secs) = args.token_ttl_secs {
         config.token_ttl = Duration::from_secs(secs);
@@ -99,7 +100,6 @@ async fn run(args: Args) -> Result<(), MainError> {
     if let Some(n) = args.codes_per_client_per_hour {
         config.codes_per_client_per_hour = n;
     }
-    apply_sync_limits(&args, &mut config.sync);
     config.pepper = load_pepper(&args.data_dir, config.database_url.is_some())?;
 
     let listener = tokio::net::TcpListener::bind(&args.bind)
