@@ -200,6 +200,7 @@ impl Hub {
         if let Err(e) = self.catch_up_remote(&id).await {
             tracing::warn!(doc = %id, error = %e, "cannot catch up with another instance");
         }
+        self.slots.evict_over_budget();
     }
 
     /// Catches every loaded document up with the store (after the feed missed notifications).
