@@ -330,10 +330,7 @@ fn live(client: &Client) -> Result<(), String> {
 }
 
 fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    sotong_core::clock::unix_millis_now()
 }
 
 fn edit(client: &Client, args: &EditArgs, matches: &ArgMatches) -> Result<(), String> {

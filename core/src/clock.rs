@@ -23,6 +23,11 @@ impl Clock for SystemClock {
     }
 }
 
+/// Now, in milliseconds since the Unix epoch, by the system clock (where no clock is injected).
+pub fn unix_millis_now() -> i64 {
+    SystemClock.now_unix_millis()
+}
+
 /// A clock that moves only when told to; clones share one time. For tests.
 #[derive(Debug, Clone, Default)]
 pub struct ManualClock {

@@ -111,6 +111,7 @@ pub struct ServerHandle {
     addr: SocketAddr,
     store: Arc<dyn Store>,
     dev_notifier: Option<Arc<LogNotifier>>,
+    hub: Arc<sync::Hub>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -130,6 +131,11 @@ impl ServerHandle {
     /// `phone`; `None` if none was, or if the server was not started by [`serve`].
     pub fn latest_dev_code(&self, phone: &str) -> Option<String> {
         self.dev_notifier.as_ref()?.latest_code(phone)
+    }
+
+    /// Its sync hub (loaded documents, connections; for metrics and tests).
+    pub fn hub(&self) -> Arc<sync::Hub> {
+        self.hub.clone()
     }
 
     /// Stops accepting, lets open requests finish (for at most 10 s, then cuts them) and
@@ -181,6 +187,10 @@ pub async fn serve_with(
     let addr = listener.local_addr()?;
     let state = AppState::new(config, store.clone(), notifier);
     let hub = state.hub.clone();
+    let state_hub = hub.clone();
+    if let Some(url) = &state.config.database_url {
+        sync::feed::start(&hub, url);
+    }
     let app = router(state);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -207,6 +217,7 @@ pub async fn serve_with(
         addr,
         store,
         dev_notifier: None,
+        hub: state_hub,
         stop: Some(stop),
         task,
     })

@@ -46,6 +46,48 @@ pub struct Config {
     pub max_json_body: usize,
     /// Wall-clock time for expiries and rate-limit windows (a manual clock in tests).
     pub clock: Arc<dyn Clock>,
+    /// Sync limits: memory budget, per-account quotas, rates and keep-alive.
+    pub sync: SyncLimits,
+}
+
+/// What the sync hub and its connections may use, whatever clients do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncLimits {
+    /// Estimated bytes of loaded documents kept in memory (`--memory-budget`, in MiB).
+    pub memory_budget: usize,
+    /// Documents one account may own.
+    pub documents_per_account: u64,
+    /// Bytes of stored chunks one account may own.
+    pub bytes_per_account: u64,
+    /// Sustained messages per second on one connection.
+    pub messages_per_sec: u32,
+    /// Messages one connection may send at once above that rate.
+    pub message_burst: u32,
+    /// Open sync connections per account.
+    pub connections_per_account: u32,
+    /// Frames queued for a peer before it counts as too slow and is closed.
+    pub outbox_frames: usize,
+    /// How often the server pings a connection.
+    pub ping_interval: Duration,
+    /// A connection that sends nothing (not even a pong) for this long is dropped.
+    pub idle_timeout: Duration,
+}
+
+impl Default for SyncLimits {
+    fn default() -> Self {
+        Self {
+            // Leaves half of a 2 GiB container to connections, buffers and the allocator.
+            memory_budget: 1024 * 1024 * 1024,
+            documents_per_account: 10_000,
+            bytes_per_account: 256 * 1024 * 1024,
+            messages_per_sec: 200,
+            message_burst: 2_000,
+            connections_per_account: 16,
+            outbox_frames: 256,
+            ping_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(90),
+        }
+    }
 }
 
 impl Config {
@@ -67,6 +109,7 @@ impl Config {
             ticket_ttl: Duration::from_secs(60),
             max_json_body: 64 * 1024,
             clock: Arc::new(SystemClock),
+            sync: SyncLimits::default(),
         }
     }
 
@@ -108,6 +151,7 @@ impl fmt::Debug for Config {
             .field("codes_per_client_per_hour", &self.codes_per_client_per_hour)
             .field("ticket_ttl", &self.ticket_ttl)
             .field("max_json_body", &self.max_json_body)
+            .field("sync", &self.sync)
             .finish_non_exhaustive()
     }
 }

@@ -52,6 +52,24 @@ struct Args {
     /// Most one-time codes one client address may request per hour (SMS pumping guard).
     #[arg(long, env = "SOTONG_CODES_PER_CLIENT_PER_HOUR")]
     codes_per_client_per_hour: Option<u32>,
+    /// Memory for loaded documents, in MiB (estimated cost; default 1024, for a 2 GiB container).
+    #[arg(long, env = "SOTONG_MEMORY_BUDGET")]
+    memory_budget: Option<usize>,
+    /// Documents one account may own.
+    #[arg(long, env = "SOTONG_DOCUMENTS_PER_ACCOUNT")]
+    documents_per_account: Option<u64>,
+    /// Stored document bytes one account may own, in MiB.
+    #[arg(long, env = "SOTONG_STORAGE_PER_ACCOUNT")]
+    storage_per_account: Option<u64>,
+    /// Sustained sync messages per second per connection (bursts of ten times as many).
+    #[arg(long, env = "SOTONG_MESSAGES_PER_SEC")]
+    messages_per_sec: Option<u32>,
+    /// Open sync connections per account.
+    #[arg(long, env = "SOTONG_CONNECTIONS_PER_ACCOUNT")]
+    connections_per_account: Option<u32>,
+    /// Drop a sync connection silent (not even a pong) for this many seconds (pings at a third).
+    #[arg(long, env = "SOTONG_IDLE_TIMEOUT_SECS")]
+    idle_timeout_secs: Option<u64>,
     /// Write the bound address (`127.0.0.1:PORT`) to this file once listening.
     #[arg(long)]
     port_file: Option<PathBuf>,
@@ -95,6 +113,7 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> Result<(), MainError> {
     let mut config = Config::new(&args.data_dir);
     config.dev = args.dev;
+    apply_sync_limits(&args, &mut config.sync);
     config.database_url = args.database_url;
     config.database_ca_file = args.database_ca_file;
     config.trusted_proxies = args.trusted_proxy;
@@ -149,6 +168,30 @@ async fn run(args: Args) -> Result<(), MainError> {
     tracing::info!("shutting down");
     handle.shutdown().await;
     Ok(())
+}
+
+fn apply_sync_limits(args: &Args, sync: &mut sotong_server::config::SyncLimits) {
+    const MIB: usize = 1024 * 1024;
+    if let Some(mib) = args.memory_budget {
+        sync.memory_budget = mib.saturating_mul(MIB);
+    }
+    if let Some(n) = args.documents_per_account {
+        sync.documents_per_account = n;
+    }
+    if let Some(mib) = args.storage_per_account {
+        sync.bytes_per_account = mib.saturating_mul(MIB as u64);
+    }
+    if let Some(n) = args.messages_per_sec {
+        sync.messages_per_sec = n;
+        sync.message_burst = n.saturating_mul(10);
+    }
+    if let Some(n) = args.connections_per_account {
+        sync.connections_per_account = n;
+    }
+    if let Some(secs) = args.idle_timeout_secs {
+        sync.idle_timeout = Duration::from_secs(secs.max(3));
+        sync.ping_interval = Duration::from_secs((secs / 3).max(1));
+    }
 }
 
 /// Shortest pepper accepted from the environment or a file.

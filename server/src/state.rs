@@ -25,7 +25,7 @@ impl AppState {
     /// State over `store`, with a fresh sync hub.
     pub fn new(config: Config, store: Arc<dyn Store>, notifier: Arc<dyn Notifier>) -> Self {
         Self {
-            hub: Arc::new(sync::Hub::new(store.clone())),
+            hub: Arc::new(sync::Hub::new(store.clone(), config.sync.clone())),
             store,
             config: Arc::new(config),
             notifier,

@@ -199,6 +199,11 @@ impl TestServer {
         format!("http://{}", self.handle().addr())
     }
 
+    /// The address it listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.handle().addr()
+    }
+
     /// `ws://127.0.0.1:PORT/v1/sync`.
     pub fn ws_url(&self) -> String {
         format!("ws://{}/v1/sync", self.handle().addr())
@@ -207,6 +212,11 @@ impl TestServer {
     /// The server's store, as tests read it.
     pub fn store(&self) -> std::sync::Arc<dyn sotong_server::store::Store> {
         self.handle().store()
+    }
+
+    /// The server's sync hub (loaded documents, connections).
+    pub fn hub(&self) -> std::sync::Arc<sotong_server::sync::Hub> {
+        self.handle().hub()
     }
 
     /// The last one-time code the development notifier sent to `phone`.
@@ -242,6 +252,11 @@ impl ServerLike for SecondInstance {
 }
 
 impl SecondInstance {
+    /// Its sync hub.
+    pub fn hub(&self) -> std::sync::Arc<sotong_server::sync::Hub> {
+        self.handle.hub()
+    }
+
     /// Stops it.
     pub async fn stop(self) {
         self.handle.shutdown().await;
@@ -356,9 +371,10 @@ pub struct RawPeer {
 
 impl RawPeer {
     /// Connects with a bearer token (no join yet). Returns the HTTP status on refusal.
-    pub async fn connect(server: &TestServer, token: Option<&str>) -> Result<Self, u16> {
+    pub async fn connect(server: &impl ServerLike, token: Option<&str>) -> Result<Self, u16> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let mut req = server.ws_url().into_client_request().expect("request");
+        let ws_url = format!("{}/v1/sync", server.url().replacen("http://", "ws://", 1));
+        let mut req = ws_url.into_client_request().expect("request");
         if let Some(t) = token {
             req.headers_mut().insert(
                 "authorization",
@@ -376,7 +392,7 @@ impl RawPeer {
     }
 
     /// Connects and joins.
-    pub async fn join(server: &TestServer, token: &str) -> Self {
+    pub async fn join(server: &impl ServerLike, token: &str) -> Self {
         let mut peer = Self::connect(server, Some(token)).await.expect("connect");
         peer.send(&sotong_core::wire::WireMessage::Join {
             sender_id: peer.peer_id.clone(),
@@ -415,11 +431,33 @@ impl RawPeer {
             .expect("send");
     }
 
+    /// Reads until the server's close frame (skipping messages) and returns its code and
+    /// reason; `None` if the socket ended without one or nothing came within 30 s.
+    pub async fn close_frame(&mut self) -> Option<(u16, String)> {
+        read_close_frame(&mut self.socket).await
+    }
+
+    /// The socket itself, for tests that split it into a sending and a reading half.
+    pub fn into_socket(
+        self,
+    ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>
+    {
+        self.socket
+    }
+
     /// The next message, or `None` if the socket closed or nothing came within 5 s.
     pub async fn recv(&mut self) -> Option<sotong_core::wire::WireMessage> {
+        self.recv_within(Duration::from_secs(5)).await
+    }
+
+    /// The next message, or `None` if the socket closed or nothing came within `timeout`.
+    pub async fn recv_within(
+        &mut self,
+        timeout: Duration,
+    ) -> Option<sotong_core::wire::WireMessage> {
         use futures_util::StreamExt;
         loop {
-            let next = tokio::time::timeout(Duration::from_secs(5), self.socket.next())
+            let next = tokio::time::timeout(timeout, self.socket.next())
                 .await
                 .ok()??;
             match next {
@@ -434,6 +472,40 @@ impl RawPeer {
             }
         }
     }
+}
+
+/// Reads a WebSocket until the close frame and returns its code and reason (see
+/// [`RawPeer::close_frame`]).
+pub async fn read_close_frame<S>(socket: &mut S) -> Option<(u16, String)>
+where
+    S: futures_util::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    use futures_util::StreamExt;
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(30), socket.next())
+            .await
+            .ok()??;
+        match next {
+            Ok(tokio_tungstenite::tungstenite::Message::Close(frame)) => {
+                return frame.map(|f| (u16::from(f.code), f.reason.to_string()))
+            }
+            Ok(_) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Resident memory of this process, in bytes (Linux `/proc/self/statm`).
+pub fn rss_bytes() -> usize {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<usize>().ok())
+        .map_or(0, |pages| pages * 4096)
 }
 
 /// An HTTP client for tests (installs the process's TLS crypto provider first).

@@ -6,7 +6,7 @@ use sotong_core::automerge::sync::{self, SyncDoc};
 use sotong_core::automerge::transaction::Transactable;
 use sotong_core::automerge::{Automerge, ReadDoc, ROOT};
 use sotong_core::schema::proposal::{ProposalEdit, TextField};
-use sotong_core::wire::{DocMessage, WireMessage, MAX_FRAME_BYTES};
+use sotong_core::wire::{DocMessage, WireMessage};
 use sotong_core::DocumentId;
 use sotong_e2e::{new_phone_number, Phone, RawPeer, TestServer, BACKENDS};
 
@@ -184,9 +184,7 @@ async fn bad_input_gets_a_clear_error_and_the_server_keeps_serving() {
     .encode();
     peer.send_bytes(std::mem::take(&mut unknown)).await;
     expect_error(peer.recv().await, "unknown message type");
-    // Oversized.
-    peer.send_bytes(vec![0u8; MAX_FRAME_BYTES + 1]).await;
-    expect_error(peer.recv().await, "exceeds the limit");
+    // (An oversized frame closes the connection with 1009: see stalls.rs.)
     // A sync whose data is not an automerge message.
     let id = DocumentId::random();
     peer.send(&WireMessage::Sync(DocMessage {

@@ -285,10 +285,7 @@ fn account_info(a: &AccountRow) -> AccountInfo {
 }
 
 pub(crate) fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    crate::clock::unix_millis_now()
 }
 
 #[cfg(test)]

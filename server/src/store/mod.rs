@@ -191,6 +191,19 @@ pub trait Store: Send + Sync + 'static {
         ticket_hash: &[u8; 32],
         now: i64,
     ) -> StoreResult<Option<DeviceRef>>;
+
+    // ---- quotas ---------------------------------------------------------------------------
+    /// What `owner` stores: its documents and the bytes of their chunks (for per-account limits).
+    async fn account_usage(&self, owner: AccountId) -> StoreResult<AccountUsage>;
+}
+
+/// What one account stores, as counted against its limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AccountUsage {
+    /// Documents it owns.
+    pub documents: u64,
+    /// Bytes of their stored chunks.
+    pub bytes: u64,
 }
 
 /// A one-time code to store. Every key is a peppered SHA-256; nothing here names a person.

@@ -594,4 +594,20 @@ impl Store for PgStore {
             device_id: row.try_get(1)?,
         }))
     }
+
+    async fn account_usage(&self, owner: AccountId) -> StoreResult<super::AccountUsage> {
+        let conn = self.conn().await?;
+        let row = conn
+            .query_one(
+                "SELECT (SELECT COUNT(*) FROM documents WHERE owner = $1),
+                        (SELECT COALESCE(SUM(octet_length(c.bytes)), 0)::BIGINT FROM chunks c
+                           JOIN documents d ON d.id = c.doc_id WHERE d.owner = $1)",
+                &[&owner],
+            )
+            .await?;
+        Ok(super::AccountUsage {
+            documents: u64::try_from(row.try_get::<_, i64>(0)?).unwrap_or(0),
+            bytes: u64::try_from(row.try_get::<_, i64>(1)?).unwrap_or(0),
+        })
+    }
 }

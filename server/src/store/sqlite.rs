@@ -580,4 +580,21 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn account_usage(&self, owner: AccountId) -> StoreResult<super::AccountUsage> {
+        self.call(move |conn| {
+            let (documents, bytes): (i64, i64) = conn.query_row(
+                "SELECT (SELECT COUNT(*) FROM documents WHERE owner = ?1),
+                        (SELECT COALESCE(SUM(LENGTH(c.bytes)), 0) FROM chunks c
+                           JOIN documents d ON d.id = c.doc_id WHERE d.owner = ?1)",
+                [owner],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            Ok(super::AccountUsage {
+                documents: u64::try_from(documents).unwrap_or(0),
+                bytes: u64::try_from(bytes).unwrap_or(0),
+            })
+        })
+        .await
+    }
 }

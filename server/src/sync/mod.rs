@@ -6,7 +6,9 @@
 //! its document's schema and the writer's rights before it is stored or applied ([`hub`]).
 
 mod connection;
+pub mod feed;
 pub mod hub;
+pub mod link;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
@@ -22,6 +24,9 @@ pub use hub::Hub;
 use crate::auth;
 use crate::error::ApiError;
 use crate::state::AppState;
+
+/// Bytes read from the socket at a time (axum's default is 128 KiB per connection).
+const READ_BUFFER: usize = 4 * 1024;
 
 /// The sync route.
 pub fn router() -> Router<AppState> {
@@ -56,9 +61,13 @@ async fn upgrade(
     };
     let hub = state.hub.clone();
     Ok(ws
-        // Frames up to twice the protocol limit reach the handler, which answers an oversized
-        // one with a clear error; beyond that the socket is closed (1009).
-        .max_message_size(MAX_FRAME_BYTES * 2)
-        .max_frame_size(MAX_FRAME_BYTES * 2)
+        // Refused while it arrives: tungstenite stops reading a frame whose header announces
+        // more, and the connection closes with 1009.
+        .max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        // An idle device should cost little: small buffers (they grow for a large message),
+        // and frames written as they come (latency over syscalls).
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| connection::serve(socket, hub, device.account_id)))
 }

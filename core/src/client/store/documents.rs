@@ -8,7 +8,6 @@
 
 use automerge::{Automerge, ChangeHash, ObjType, ReadDoc, Value, ROOT};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use sha2::{Digest, Sha256};
 
 use super::{now_millis, Store, StoreError};
 use crate::DocumentId;
@@ -72,7 +71,7 @@ pub(super) fn ensure_document_row(
 }
 
 fn sha256(bytes: &[u8]) -> Vec<u8> {
-    Sha256::digest(bytes).to_vec()
+    crate::hash::sha256(bytes).to_vec()
 }
 
 /// The document's kind, from its root `type` field; empty if it has none yet.
