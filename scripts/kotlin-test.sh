@@ -30,7 +30,7 @@ trap cleanup EXIT
 
 mkdir "$work/server-data"
 server_log=$work/server.log
-RUST_LOG=${RUST_LOG:-info} "$target/debug/sotong-server" --bind 127.0.0.1:0 \
+RUST_LOG=${RUST_LOG:-info} "$target/debug/sotong-server" --dev --bind 127.0.0.1:0 \
   --data-dir "$work/server-data" --port-file "$work/addr" >"$server_log" 2>&1 &
 server_pid=$!
 
