@@ -13,7 +13,9 @@ cargo build -q --release -p sotong-server -p sotong-cli
 bin=${CARGO_TARGET_DIR:-$root/target}/release
 work=$(mktemp -d)
 server_pid=
+live_pid=
 cleanup() {
+  if [ -n "$live_pid" ]; then kill "$live_pid" 2>/dev/null || true; wait "$live_pid" 2>/dev/null || true; fi
   if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
   rm -rf "$work"
 }
@@ -78,6 +80,44 @@ if [ "$(sotong --home "$a" proposal show "$id")" = "$(sotong --home "$b" proposa
 else
   echo "== the devices disagree" >&2; exit 1
 fi
+
+echo "== limits are data: a body of 30,001 characters is refused before anything is saved"
+long=$(python3 -c 'print("가" * 30001)')
+if out=$(sotong --home "$a" proposal new --title "too long" --body "$long" --category transport 2>&1); then
+  echo "== the over-long draft was accepted" >&2; exit 1
+fi
+echo "   $out"
+
+wait_for() { # file, pattern, how many lines must match
+  for _ in $(seq 1 150); do
+    [ "$(grep -c -- "$2" "$1" 2>/dev/null || true)" -ge "$3" ] && return 0
+    sleep 0.1
+  done
+  echo "== timed out waiting for \"$2\" in $1" >&2; return 1
+}
+echo "== B goes live: it stays connected, receives edits at once and reconnects by itself"
+"$bin/sotong" --server "$server" --home "$b" live >"$work/live.out" 2>"$work/live.err" &
+live_pid=$!
+wait_for "$work/live.err" "^online" 1
+sotong --home "$a" proposal edit "$id" --insert-title 0 "[live] " >/dev/null
+sotong --home "$a" sync >/dev/null
+wait_for "$work/live.out" "changed $id" 1
+echo "== B received A's edit without syncing:"; sotong --home "$b" proposal show "$id" | sed -n 1p
+echo "== the server restarts; B backs off, then comes back online by itself"
+addr=$(tr -d '[:space:]' <"$work/addr")
+kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
+"$bin/sotong-server" --dev --data-dir "${SOTONG_DATA_DIR:-./sotong-data}" --bind "$addr" \
+  >>"$work/server.log" 2>&1 &
+server_pid=$!
+wait_for "$work/live.err" "^offline" 1
+wait_for "$work/live.err" "^online" 2
+sed 's/^/   B: /' "$work/live.err"
+sotong --home "$a" proposal edit "$id" --insert-title 0 "[after restart] " >/dev/null
+sotong --home "$a" sync >/dev/null
+wait_for "$work/live.out" "changed $id" 2
+echo "== B holds A's edit made after the restart:"; sotong --home "$b" proposal show "$id" | sed -n 1p
+kill "$live_pid" 2>/dev/null || true; wait "$live_pid" 2>/dev/null || true
+live_pid=
 
 if ! $once; then
   echo "== server still running at $server (Ctrl-C to stop)"

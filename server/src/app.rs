@@ -189,7 +189,7 @@ pub async fn serve_with(
     let hub = state.hub.clone();
     let state_hub = hub.clone();
     if let Some(url) = &state.config.database_url {
-        sync::feed::start(&hub, url);
+        sync::feed::start(&hub, url, state.config.database_ca_file.as_deref())?;
     }
     let app = router(state);
     let (stop, stopped) = oneshot::channel::<()>();

@@ -95,7 +95,7 @@ pub fn parse_url(url: &str) -> StoreResult<tokio_postgres::Config> {
 }
 
 /// The rustls connector: the CA file's certificates if given, else the Mozilla roots.
-fn tls_connector(ca_file: Option<&Path>) -> StoreResult<MakeRustlsConnect> {
+pub fn tls_connector(ca_file: Option<&Path>) -> StoreResult<MakeRustlsConnect> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(path) => {

@@ -3,13 +3,17 @@
 //! dedicated connection (reconnecting if it drops) and catches the document up from the store,
 //! which fans the change out to its own peers. The SQLite store is single-instance: no feed.
 
+use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use sotong_core::DocumentId;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::store::{postgres, StoreError};
 
 use super::Hub;
 
@@ -51,9 +55,14 @@ impl Publisher {
     }
 }
 
-/// Starts the feed of `hub` on the PostgreSQL database at `url`; it stops when the hub shuts
-/// down or is dropped.
-pub fn start(hub: &Arc<Hub>, url: &str) {
+/// Starts the feed of `hub` on the PostgreSQL database at `url` (TLS as the store uses it:
+/// `sslmode=require` verifies against the Mozilla roots or `ca_file`); it stops when the hub
+/// shuts down or is dropped.
+pub fn start(hub: &Arc<Hub>, url: &str, ca_file: Option<&Path>) -> Result<(), StoreError> {
+    let pg = Pg {
+        config: postgres::parse_url(url)?,
+        tls: postgres::tls_connector(ca_file)?,
+    };
     let client: Shared = Arc::default();
     let instance = hub.peer_id().to_owned();
     hub.set_publisher(Publisher {
@@ -61,20 +70,27 @@ pub fn start(hub: &Arc<Hub>, url: &str) {
         client: client.clone(),
     });
     let mut closing = hub.closing();
-    let listener = listen(Arc::downgrade(hub), url.to_owned(), instance, client);
+    let listener = listen(Arc::downgrade(hub), pg, instance, client);
     tokio::spawn(async move {
         tokio::select! {
             () = listener => {}
             _ = closing.wait_for(|c| *c) => {}
         }
     });
+    Ok(())
+}
+
+/// How to reach the database: parsed settings and the TLS connector.
+struct Pg {
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
 }
 
 /// Listens, reconnecting with exponential backoff while the hub exists.
-async fn listen(hub: Weak<Hub>, url: String, instance: String, client: Shared) {
+async fn listen(hub: Weak<Hub>, pg: Pg, instance: String, client: Shared) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match session(&hub, &url, &instance, &client).await {
+        match session(&hub, &pg, &instance, &client).await {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(e) => tracing::warn!(error = %e, "instance feed failed; reconnecting"),
         }
@@ -90,11 +106,11 @@ async fn listen(hub: Weak<Hub>, url: String, instance: String, client: Shared) {
 /// One LISTEN connection, until it drops.
 async fn session(
     hub: &Weak<Hub>,
-    url: &str,
+    pg: &Pg,
     instance: &str,
     shared: &Shared,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
+    let (client, mut connection) = pg.config.connect(pg.tls.clone()).await?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     // The connection must be polled for queries to progress; notifications go to `rx`.
     let driver = tokio::spawn(async move {
