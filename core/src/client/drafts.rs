@@ -124,18 +124,30 @@ impl Drafts {
         kind: &str,
         doc: Automerge,
     ) -> Result<(), ClientError> {
-        let mut draft = Draft {
-            doc,
-            saved_heads: Vec::new(),
-            held: false,
-        };
-        self.store.insert_document(&id, kind)?;
-        self.store
-            .save_document(&id, &draft.doc, &mut draft.saved_heads)?;
+        let draft = self.store_new(id, kind, doc, false)?;
         let mut loaded = self.lock()?;
         loaded.insert(id, draft);
         loaded.touch(id);
         Ok(())
+    }
+
+    /// Writes a new document to the store and returns it as a loaded draft.
+    fn store_new(
+        &self,
+        id: DocumentId,
+        kind: &str,
+        doc: Automerge,
+        held: bool,
+    ) -> Result<Draft, ClientError> {
+        let mut draft = Draft {
+            doc,
+            saved_heads: Vec::new(),
+            held,
+        };
+        self.store.insert_document(&id, kind)?;
+        self.store
+            .save_document(&id, &draft.doc, &mut draft.saved_heads)?;
+        Ok(draft)
     }
 
     /// Runs `f` on the draft (loading it if needed) and persists whatever it changed. The
@@ -249,14 +261,7 @@ impl Drafts {
         kind: &str,
         doc: Automerge,
     ) -> Result<(), ClientError> {
-        let mut draft = Draft {
-            doc,
-            saved_heads: Vec::new(),
-            held: true,
-        };
-        self.store.insert_document(&id, kind)?;
-        self.store
-            .save_document(&id, &draft.doc, &mut draft.saved_heads)?;
+        let draft = self.store_new(id, kind, doc, true)?;
         self.lock()?.insert(id, draft);
         Ok(())
     }
