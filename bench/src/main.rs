@@ -914,7 +914,6 @@ impl Server {
         let out = std::fs::File::create(&log)?;
         let err = out.try_clone()?;
         let child = Command::new(bin)
-            .arg("--dev")
             .arg("--bind")
             .arg("127.0.0.1:0")
             .arg("--data-dir")
