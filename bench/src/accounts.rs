@@ -5,7 +5,9 @@
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::{mask, CodeLog};
+use sotong_core::privacy::mask_phone;
+
+use crate::CodeLog;
 
 /// An HTTP client for the bench's own registrations (plain HTTP on loopback).
 pub fn http_client() -> Result<reqwest::Client> {
@@ -26,7 +28,7 @@ pub async fn register_token(
     phone: &str,
     device: &str,
 ) -> Result<String> {
-    let m = mask(phone);
+    let m = mask_phone(phone);
     let nth = codes.codes_for(&m)?.len();
     let resp = http
         .post(format!("{url}/v1/auth/code"))

@@ -46,6 +46,7 @@ mod reference;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 use sotong_core::client::{Client, SyncListener, SyncReport};
+use sotong_core::privacy::mask_phone;
 use sotong_core::schema::proposal::{ProposalEdit, TextField};
 use sotong_core::DocumentId;
 use tokio::sync::mpsc;
@@ -1098,12 +1099,6 @@ fn parse_code_line(line: &str) -> Option<(String, String)> {
     (code.len() == 6).then_some((mask, code))
 }
 
-fn mask(phone: &str) -> String {
-    let digits: Vec<char> = phone.chars().filter(char::is_ascii_digit).collect();
-    let tail: String = digits[digits.len().saturating_sub(4)..].iter().collect();
-    format!("***{tail}")
-}
-
 static PHONES: AtomicU32 = AtomicU32::new(0);
 
 /// `+8210` + 8 digits; the last four (all the log shows) are distinct within a run.
@@ -1121,7 +1116,7 @@ async fn register_at(
     device: &str,
 ) -> Result<Client> {
     let client = Client::open(dir, url)?;
-    let m = mask(phone);
+    let m = mask_phone(phone);
     let nth = codes.codes_for(&m)?.len();
     client.request_code(phone).await.context("request a code")?;
     let code = codes.wait(&m, nth).await?;

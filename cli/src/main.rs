@@ -11,6 +11,7 @@
 //! ```
 
 use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -18,9 +19,30 @@ use std::sync::{Arc, Mutex};
 
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use sotong_core::client::{Client, LiveState, Rejected, SyncListener};
+use sotong_core::privacy::mask_phone;
 use sotong_core::schema::proposal::{Proposal, ProposalEdit, TextField};
 use sotong_core::DocumentId;
 use tokio::sync::oneshot;
+
+/// Writes a line to standard output. Unlike `println!`, a closed pipe (`sotong proposal list
+/// | head -1`) ends the program quietly instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            stdout_failed(e);
+        }
+    }};
+}
+
+/// Standard output is gone: whoever read it stopped reading (exit quietly) or it failed.
+fn stdout_failed(e: io::Error) -> ! {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("sotong: cannot write to standard output: {e}");
+    std::process::exit(1);
+}
 
 /// Where the server URL is remembered inside the home directory.
 const SERVER_FILE: &str = "cli-server-url";
@@ -160,7 +182,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<(), String> {
             let id = client
                 .create_proposal(&title, &body, &category)
                 .map_err(|e| e.to_string())?;
-            println!("{id}");
+            out!("{id}");
             Ok(())
         }
         Command::Proposal(ProposalCommand::Edit(args)) => {
@@ -176,7 +198,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<(), String> {
                 eprintln!("no proposal drafts yet");
             }
             for p in list {
-                println!("{}\t{}\t{}", p.id, p.category, p.title);
+                out!("{}\t{}\t{}", p.id, p.category, p.title);
             }
             Ok(())
         }
@@ -190,7 +212,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<(), String> {
         Command::Live => live(&client),
         Command::SignOut => {
             client.sign_out().map_err(|e| e.to_string())?;
-            println!("Signed out; the drafts on this device were wiped.");
+            out!("Signed out; the drafts on this device were wiped.");
             Ok(())
         }
     }
@@ -239,18 +261,20 @@ fn register(client: &Client, phone: &str, code: Option<&str>, device: &str) -> R
         None => {
             rt.block_on(client.request_code(phone))
                 .map_err(|e| e.to_string())?;
-            println!(
-                "A one-time code was sent to the phone ending in {}. Run again with --code CODE to register.",
-                last_digits(phone)
+            out!(
+                "A one-time code was sent to the phone {}. Run again with --code CODE to register.",
+                mask_phone(phone)
             );
         }
         Some(code) => {
             let info = rt
                 .block_on(client.register(phone, code, device))
                 .map_err(|e| e.to_string())?;
-            println!(
+            out!(
                 "Registered device {} of account {} on {}",
-                info.device_id, info.account_id, info.server_url
+                info.device_id,
+                info.account_id,
+                info.server_url
             );
         }
     }
@@ -261,14 +285,14 @@ fn sync(client: &Client) -> Result<(), String> {
     let report = runtime()?
         .block_on(client.sync())
         .map_err(|e| e.to_string())?;
-    println!(
+    out!(
         "sent {} document(s), received {} document(s), {} rejected",
         report.documents_sent,
         report.documents_received,
         report.rejected.len()
     );
     for r in report.rejected {
-        println!("rejected {} ({}): {}", r.id, r.code, r.reason);
+        out!("rejected {} ({}): {}", r.id, r.code, r.reason);
     }
     Ok(())
 }
@@ -294,10 +318,10 @@ impl SyncListener for Printer {
         }
     }
     fn draft_changed(&self, id: DocumentId) {
-        println!("changed {id}");
+        out!("changed {id}");
     }
     fn draft_rejected(&self, r: Rejected) {
-        println!("rejected {} ({}): {}", r.id, r.code, r.reason);
+        out!("rejected {} ({}): {}", r.id, r.code, r.reason);
     }
     fn stopped(&self, error: Option<String>) {
         if let Some(tx) = self.ended.lock().ok().and_then(|mut e| e.take()) {
@@ -400,11 +424,11 @@ fn edit(client: &Client, args: &EditArgs, matches: &ArgMatches) -> Result<(), St
 }
 
 fn print_proposal(id: &DocumentId, p: &Proposal) {
-    println!("title:    {}", p.title);
-    println!("category: {}", p.category);
-    println!("url:      {}", id.url());
-    println!();
-    println!("{}", p.body);
+    out!("title:    {}", p.title);
+    out!("category: {}", p.category);
+    out!("url:      {}", id.url());
+    out!();
+    out!("{}", p.body);
 }
 
 fn parse_id(s: &str) -> Result<DocumentId, String> {
@@ -414,10 +438,4 @@ fn parse_id(s: &str) -> Result<DocumentId, String> {
 fn parse_count(s: &str, what: &str) -> Result<usize, String> {
     s.parse()
         .map_err(|_| format!("{what} must be a non-negative whole number, not \"{s}\""))
-}
-
-/// The last four digits of a phone number, for messages that should not echo all of it.
-fn last_digits(phone: &str) -> String {
-    let digits: Vec<char> = phone.chars().filter(char::is_ascii_digit).collect();
-    digits[digits.len().saturating_sub(4)..].iter().collect()
 }

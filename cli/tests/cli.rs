@@ -134,3 +134,35 @@ fn two_devices_draft_offline_and_merge_through_the_cli() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("https://"));
     rt.block_on(server.shutdown());
 }
+
+/// `sotong … | head -1`: the reader has gone before the output is written. The command still
+/// does its work, exits quietly and without a panic, and what it saved is kept.
+#[test]
+fn a_closed_output_pipe_ends_quietly_and_keeps_the_draft() {
+    let home = tempfile::tempdir().unwrap();
+    // Nothing listens on port 9 of loopback; the command works offline.
+    let server = "http://127.0.0.1:9";
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader); // every write to `writer` now fails with EPIPE
+    let out = Command::new(env!("CARGO_BIN_EXE_sotong"))
+        .arg("--home")
+        .arg(home.path())
+        .args(["--server", server])
+        .args([
+            "proposal",
+            "new",
+            "--title",
+            "가로등",
+            "--body",
+            "dark street",
+        ])
+        .args(["--category", "safety"])
+        .stdout(writer)
+        .output()
+        .expect("run sotong");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let listed = ok(sotong(home.path(), server, &["proposal", "list"]));
+    assert!(listed.contains("가로등"), "{listed}");
+}
