@@ -158,14 +158,7 @@ impl TestServer {
         if let Some(h) = self.handle.take() {
             h.shutdown().await;
         }
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .expect("rebind the server port");
-        self.handle = Some(
-            serve(listener, self.config())
-                .await
-                .expect("server restarts"),
-        );
+        self.serve_again(addr).await;
     }
 
     /// Stops the server for an outage, keeping its data and address for
@@ -180,13 +173,18 @@ impl TestServer {
     /// Starts the server again after [`TestServer::go_down`], on the same data and address.
     pub async fn come_back(&mut self) {
         let addr = self.down_at.take().expect("the server went down first");
+        self.serve_again(addr).await;
+    }
+
+    /// Serves again on the same data and `addr` (the port phones know).
+    async fn serve_again(&mut self, addr: std::net::SocketAddr) {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .expect("rebind the server port");
         self.handle = Some(
             serve(listener, self.config())
                 .await
-                .expect("server comes back"),
+                .expect("server starts again"),
         );
     }
 
@@ -523,6 +521,15 @@ pub enum LiveEvent {
     Changed(sotong_core::DocumentId),
     /// A draft's changes were refused.
     Rejected(sotong_core::client::Rejected),
+}
+
+/// A live-sync listener that ignores everything, for phones whose events a test does not read.
+pub struct Quiet;
+
+impl sotong_core::client::SyncListener for Quiet {
+    fn draft_changed(&self, _id: sotong_core::DocumentId) {}
+    fn draft_rejected(&self, _rejected: sotong_core::client::Rejected) {}
+    fn stopped(&self, _error: Option<String>) {}
 }
 
 /// A live sync listener that forwards everything it hears to a [`LiveEvents`] stream.

@@ -6,19 +6,10 @@ use std::time::{Duration, Instant};
 
 use sotong_core::automerge::sync::{self, SyncDoc};
 use sotong_core::automerge::Automerge;
-use sotong_core::client::SyncListener;
 use sotong_core::schema::proposal::{self, ProposalEdit, TextField};
 use sotong_core::wire::{DocMessage, WireMessage};
 use sotong_core::DocumentId;
-use sotong_e2e::{eventually, new_phone_number, Backend, Phone, RawPeer, TestServer};
-
-struct Quiet;
-
-impl SyncListener for Quiet {
-    fn draft_changed(&self, _id: DocumentId) {}
-    fn draft_rejected(&self, _rejected: sotong_core::client::Rejected) {}
-    fn stopped(&self, _error: Option<String>) {}
-}
+use sotong_e2e::{eventually, new_phone_number, Backend, Phone, Quiet, RawPeer, TestServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edit_through_one_instance_reaches_a_live_device_on_the_other() {

@@ -8,12 +8,11 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use sotong_core::automerge::sync::{self, SyncDoc};
 use sotong_core::automerge::Automerge;
-use sotong_core::client::SyncListener;
 use sotong_core::schema::proposal::{self, ProposalEdit, TextField};
 use sotong_core::wire::{DocMessage, WireMessage, MAX_FRAME_BYTES};
 use sotong_core::DocumentId;
 use sotong_e2e::{
-    eventually, new_phone_number, read_close_frame, Backend, Phone, RawPeer, TestServer,
+    eventually, new_phone_number, read_close_frame, Backend, Phone, Quiet, RawPeer, TestServer,
 };
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
 
@@ -274,14 +273,6 @@ async fn connections_beyond_the_account_limit_are_closed_with_a_reason() {
     assert!(freed.is_some());
     let _again = RawPeer::join(&server, &token).await;
     server.stop().await;
-}
-
-struct Quiet;
-
-impl SyncListener for Quiet {
-    fn draft_changed(&self, _id: DocumentId) {}
-    fn draft_rejected(&self, _rejected: sotong_core::client::Rejected) {}
-    fn stopped(&self, _error: Option<String>) {}
 }
 
 async fn body_reaches(phone: &Phone, id: DocumentId, body: &str) -> bool {

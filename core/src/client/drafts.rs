@@ -241,6 +241,20 @@ impl Drafts {
         id: &DocumentId,
         f: impl FnOnce(&mut Automerge) -> Result<T, ClientError>,
     ) -> Result<Option<T>, ClientError> {
+        self.with_held(id, |draft| {
+            let out = f(&mut draft.doc);
+            self.persist(id, draft)?;
+            out
+        })
+    }
+
+    /// Loads the draft if needed, marks it held (until [`Drafts::release`]) and runs `f` on it
+    /// under the lock. `None` if the device does not have it.
+    fn with_held<T>(
+        &self,
+        id: &DocumentId,
+        f: impl FnOnce(&mut Draft) -> Result<T, ClientError>,
+    ) -> Result<Option<T>, ClientError> {
         let mut loaded = self.lock()?;
         if !self.ensure_loaded(&mut loaded, id)? {
             return Ok(None);
@@ -249,9 +263,7 @@ impl Drafts {
             return Ok(None);
         };
         draft.held = true;
-        let out = f(&mut draft.doc);
-        self.persist(id, draft)?;
-        out.map(Some)
+        f(draft).map(Some)
     }
 
     /// Stores a document that arrived from the server, held as by [`Drafts::hold`].
@@ -273,19 +285,13 @@ impl Drafts {
         id: &DocumentId,
         f: impl FnOnce(&Automerge) -> Result<Automerge, ClientError>,
     ) -> Result<Option<Vec<ChangeHash>>, ClientError> {
-        let mut loaded = self.lock()?;
-        if !self.ensure_loaded(&mut loaded, id)? {
-            return Ok(None);
-        }
-        let Some(draft) = loaded.drafts.get_mut(id) else {
-            return Ok(None);
-        };
-        draft.held = true;
-        let doc = f(&draft.doc)?;
-        self.store.replace_document(id, &doc)?;
-        draft.doc = doc;
-        draft.saved_heads = draft.doc.get_heads();
-        Ok(Some(draft.saved_heads.clone()))
+        self.with_held(id, |draft| {
+            let doc = f(&draft.doc)?;
+            self.store.replace_document(id, &doc)?;
+            draft.doc = doc;
+            draft.saved_heads = draft.doc.get_heads();
+            Ok(draft.saved_heads.clone())
+        })
     }
 
     /// Sync is done with `id` for now: unloads it unless the app used it recently.
