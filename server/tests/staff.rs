@@ -628,6 +628,40 @@ async fn ten_wrong_passwords_lock_the_name_postgres() {
     ten_wrong_passwords_lock_the_name(Backend::Postgres).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_failing_on_many_names_is_locked() {
+    for backend in BACKENDS {
+        let Some(server) = Server::start(backend, |c| c.staff_lockout_address_threshold = 5).await
+        else {
+            continue;
+        };
+        server.member("kim", vec![g(Role::Admin, None)], None).await;
+        // One password tried on five names (no name reaches its own threshold).
+        for n in 0..5 {
+            let (status, _) = server.login(&format!("name{n}"), "Summer2026!", None).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+        }
+        // The address is locked: even a member with the right password waits.
+        let (status, body) = server.login("kim", PASSWORD, None).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+        let locked = server
+            .audit(AuditFilter {
+                action: Some("login_locked".into()),
+                ..Default::default()
+            })
+            .await;
+        let events: Vec<&str> = locked
+            .iter()
+            .rev()
+            .map(|r| r.detail.as_ref().unwrap()["event"].as_str().unwrap())
+            .collect();
+        assert_eq!(events, ["address_locked", "attempt_from_locked_address"]);
+        server.advance(server.config.staff_lockout_secs);
+        assert_eq!(server.login("kim", PASSWORD, None).await.0, StatusCode::OK);
+        server.stop().await;
+    }
+}
+
 // ---- sessions ------------------------------------------------------------------------------
 
 fn short_sessions(config: &mut Config) {
