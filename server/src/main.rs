@@ -218,7 +218,15 @@ async fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let result = match args.command {
-        Some(_) => admin(args, &matches).await,
+        Some(_) => match admin(args, &matches).await {
+            // The reader of stdout went away (`… | head`): nothing is wrong.
+            Err(MainError::Admin(AdminError::Io { source, .. }))
+                if source.kind() == std::io::ErrorKind::BrokenPipe =>
+            {
+                Ok(())
+            }
+            other => other,
+        },
         None => run(args).await,
     };
     match result {

@@ -43,6 +43,9 @@ pub enum AdminError {
     /// A `--scope` before any `--role`.
     #[error("--scope {0:?} comes before any --role; write --role <role> --scope <code>")]
     ScopeWithoutRole(String),
+    /// The shown name is unusable.
+    #[error("--name must be 1 to 100 characters without control characters")]
+    BadDisplayName,
     /// The username is taken.
     #[error("a staff member named {0:?} already exists")]
     Taken(String),
@@ -187,6 +190,12 @@ pub async fn add<S: StaffStore + ?Sized>(
         return Err(AdminError::NoGrant);
     }
     let display_name = add.display_name.trim().to_owned();
+    if display_name.is_empty()
+        || display_name.chars().count() > 100
+        || display_name.chars().any(char::is_control)
+    {
+        return Err(AdminError::BadDisplayName);
+    }
     if store.staff_credentials(&username).await?.is_some() {
         return Err(AdminError::Taken(username));
     }
@@ -201,11 +210,7 @@ pub async fn add<S: StaffStore + ?Sized>(
     let member = store
         .add_staff(&NewStaffMember {
             username: username.clone(),
-            display_name: if display_name.is_empty() {
-                username.clone()
-            } else {
-                display_name
-            },
+            display_name,
             password_hash,
             grants: add.grants,
             totp_secret,
