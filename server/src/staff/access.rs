@@ -238,7 +238,8 @@ impl Refused {
             .into_response(),
             (Refused::Csrf, true) => ApiError::forbidden(
                 "csrf",
-                "this request lacks the session's CSRF token (form field _csrf or header X-CSRF-Token)",
+                "this request lacks the session's CSRF token \
+                 (form field _csrf or header X-CSRF-Token)",
             )
             .into_response(),
             (Refused::TooLarge, true) => ApiError::PayloadTooLarge.into_response(),
@@ -310,7 +311,8 @@ pub fn denied_page(status: StatusCode) -> Response {
     };
     let html = format!(
         "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>{code}</title>\
-         <main><h1>{code}</h1><p>{text}</p><p><a href=\"/console/\">Console / 콘솔</a></p></main></html>",
+         <main><h1>{code}</h1><p>{text}</p>\
+         <p><a href=\"/console/\">Console / 콘솔</a></p></main></html>",
         code = status.as_u16()
     );
     let mut response = (status, html).into_response();

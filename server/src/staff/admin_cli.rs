@@ -352,8 +352,9 @@ pub async fn export<S: StaffStore + ?Sized>(
     const PAGE: u32 = 500;
     let w = || io_err("cannot write the export");
     if format == ExportFormat::Csv {
-        writeln!(out, "id,at,time,actor,actor_id,actor_name,action,target_kind,target_id,outcome,client_ip,detail")
-            .map_err(w())?;
+        const HEADER: &str = "id,at,time,actor,actor_id,actor_name,action,target_kind,\
+                              target_id,outcome,client_ip,detail";
+        writeln!(out, "{HEADER}").map_err(w())?;
     }
     let mut after = 0;
     let mut rows = 0u64;
