@@ -1257,10 +1257,29 @@ fn the_admin_command_line_adds_lists_and_exports_non_interactively() {
     );
     let (ok, _, _) = run(&["staff", "disable", "officer"]);
     assert!(ok);
+    let (ok, out, _) = run(&["staff", "totp", "officer"]);
+    assert!(
+        ok && out.contains("otpauth://totp/Sotong:officer?secret="),
+        "{out}"
+    );
+    let (ok, out, _) = run(&["staff", "list"]);
+    let flags = |out: &str| -> Vec<String> {
+        let row: Vec<&str> = out.lines().nth(2).unwrap().split_whitespace().collect();
+        row[row.len() - 2..].iter().map(|s| s.to_string()).collect()
+    };
+    assert!(ok && flags(&out) == ["yes", "yes"], "{out}");
+    let (ok, _, _) = run(&["staff", "totp", "officer", "--remove"]);
+    assert!(ok);
+    let (ok, _, _) = run(&["staff", "enable", "officer"]);
+    assert!(ok);
+    let (ok, out, _) = run(&["staff", "list"]);
+    assert!(ok && flags(&out) == ["no", "no"], "{out}");
+    let (ok, _, err) = run(&["staff", "enable", "nobody"]);
+    assert!(!ok && err.contains("no staff member"), "{err}");
     let (ok, out, _) = run(&["audit", "export", "--format", "csv"]);
     assert!(ok);
     let rows: Vec<&str> = out.lines().collect();
-    assert_eq!(rows.len(), 4, "{out}");
+    assert_eq!(rows.len(), 7, "{out}");
     assert!(rows[0].starts_with("id,at,time,actor"));
     assert!(
         rows[1].contains(",system,,,staff_add,staff,officer,success,"),
@@ -1271,8 +1290,8 @@ fn the_admin_command_line_adds_lists_and_exports_non_interactively() {
     assert!(ok && out.is_empty(), "{out}");
     let (ok, out, _) = run(&["audit", "export"]);
     assert!(ok);
-    // The exports are themselves audited: 3 actions + 2 exports.
-    assert_eq!(out.lines().count(), 5, "{out}");
+    // The exports are themselves audited: 6 actions + 2 exports.
+    assert_eq!(out.lines().count(), 8, "{out}");
     let last: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert_eq!(last["action"], "audit_export");
     assert_eq!(last["detail"]["via"], "cli");

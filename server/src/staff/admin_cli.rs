@@ -266,6 +266,63 @@ pub async fn disable<S: StaffStore + ?Sized>(
     writeln!(out, "disabled {name}; {ended} session(s) ended").map_err(io_err("cannot write"))
 }
 
+/// `staff enable`: a disabled member may log in again (their old sessions stay ended).
+pub async fn enable<S: StaffStore + ?Sized>(
+    store: &S,
+    now: i64,
+    username: &str,
+    out: &mut dyn Write,
+) -> Result<(), AdminError> {
+    let (id, name) = member_id(store, username).await?;
+    store.set_staff_disabled(id, false).await?;
+    audit::append(
+        store,
+        now,
+        &cli_entry(actions::STAFF_ENABLE, &name).detail(json!({ "via": "cli" })),
+    )
+    .await;
+    writeln!(out, "enabled {name}").map_err(io_err("cannot write"))
+}
+
+/// `staff totp`: a new TOTP secret (its URI printed once) or, with `remove`, none; either
+/// way the member's sessions end (a lost phone is the usual reason).
+pub async fn set_totp<S: StaffStore + ?Sized>(
+    store: &S,
+    now: i64,
+    username: &str,
+    remove: bool,
+    out: &mut dyn Write,
+) -> Result<(), AdminError> {
+    let (id, name) = member_id(store, username).await?;
+    let secret = (!remove).then(totp::new_secret);
+    let uri = secret
+        .as_deref()
+        .map(|s| totp::otpauth_uri(s, &name))
+        .transpose()?;
+    store.set_staff_totp(id, secret.as_deref()).await?;
+    let ended = store.end_member_sessions(id, now).await?;
+    audit::append(
+        store,
+        now,
+        &cli_entry(actions::STAFF_TOTP, &name).detail(json!({
+            "via": "cli",
+            "totp": !remove,
+            "sessions_ended": ended,
+        })),
+    )
+    .await;
+    let w = || io_err("cannot write");
+    match uri {
+        Some(uri) => writeln!(
+            out,
+            "new TOTP for {name} (add to an authenticator app; shown once): {uri}"
+        )
+        .map_err(w())?,
+        None => writeln!(out, "TOTP removed for {name}").map_err(w())?,
+    }
+    writeln!(out, "{ended} session(s) ended").map_err(w())
+}
+
 /// `staff reset-password`: a new password (checked), and every session of the member ends.
 pub async fn reset_password<S: StaffStore + ?Sized>(
     store: &S,
