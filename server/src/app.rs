@@ -18,7 +18,7 @@ use crate::error::ApiError;
 use crate::notifier::{LogNotifier, Notifier};
 use crate::state::AppState;
 use crate::store::{open_store, Store, StoreError};
-use crate::{auth, documents, sync};
+use crate::{auth, documents, staff, sync};
 
 /// How long `/readyz` waits for the store.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ready))
         .merge(api)
         .merge(sync::router())
+        .merge(staff::access::staff_router().into_router(state.clone()))
         .fallback(not_found)
         .layer(middleware::from_fn(log_requests))
         .with_state(state)
@@ -184,6 +185,8 @@ pub async fn serve_with(
         return Err(ServeError::DevelopmentNotifier);
     }
     check_pepper(&config)?;
+    // The dummy hash unknown staff names are verified against, made before any login.
+    tokio::spawn(staff::password::warm_up());
     let addr = listener.local_addr()?;
     let state = AppState::new(config, store.clone(), notifier);
     let hub = state.hub.clone();
