@@ -14,6 +14,7 @@ pub mod doc_id;
 pub mod hash;
 pub mod privacy;
 pub mod schema;
+pub mod sos;
 pub mod wire;
 
 pub use automerge;
