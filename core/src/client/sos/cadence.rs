@@ -144,7 +144,10 @@ mod tests {
     fn every_five_seconds_for_the_first_three_minutes() {
         let clock = ManualClock::new(T0);
         let fix = at(&clock, 0.0, Some(80));
-        assert_eq!(RULES.next_fix_due(T0, &[fix.clone()], T0), T0 + 5_000);
+        assert_eq!(
+            RULES.next_fix_due(T0, std::slice::from_ref(&fix), T0),
+            T0 + 5_000
+        );
         clock.advance(Duration::from_millis(179_999));
         let fix = at(&clock, 0.0, Some(80));
         let now = clock.now_unix_millis();
@@ -224,10 +227,13 @@ mod tests {
         let clock = ManualClock::new(T0);
         let fix = at(&clock, 0.0, None);
         let later = T0 + 3_600_000;
-        assert_eq!(RULES.next_fix_due(T0, &[fix.clone()], later), later);
+        assert_eq!(
+            RULES.next_fix_due(T0, std::slice::from_ref(&fix), later),
+            later
+        );
         // A fix recorded "before" the trigger (the clock was set back) counts as age 0.
         assert_eq!(
-            RULES.next_fix_due(T0 + 1_000, &[fix.clone()], T0),
+            RULES.next_fix_due(T0 + 1_000, std::slice::from_ref(&fix), T0),
             T0 + 5_000
         );
         let extreme = StoredFix {

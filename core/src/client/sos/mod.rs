@@ -131,7 +131,7 @@ impl Client {
     /// are set. Returns what the app should now show.
     pub fn sos_cancel(&self, pin: &str) -> Result<SosStatus, SosError> {
         let now = self.sos_now();
-        let stored = self.inner.store().sos_read(|c| rows::pins(c))?;
+        let stored = self.inner.store().sos_read(rows::pins)?;
         // Before looking at the incident, so that the time taken is the same in every state.
         let input = match pins::check(&stored, pin)? {
             PinMatch::Real => Input::CancelPin,
@@ -179,7 +179,7 @@ impl Client {
                 return Err(SosError::SamePins);
             }
         }
-        let stored = self.inner.store().sos_read(|c| rows::pins(c))?;
+        let stored = self.inner.store().sos_read(rows::pins)?;
         if stored.pin_hash.is_some() {
             match pins::check(&stored, current.unwrap_or(""))? {
                 PinMatch::Real => {}
@@ -423,3 +423,6 @@ fn status(
         messages,
     }))
 }
+
+#[cfg(test)]
+mod tests;

@@ -532,7 +532,8 @@ pub(crate) fn set_pins(conn: &Connection, pins: &SosPins) -> Result<(), StoreErr
 
 /// The SMS fallback's settings, if configured.
 pub(crate) fn sms_channel(conn: &Connection) -> Result<Option<SmsChannel>, StoreError> {
-    let row: Option<(Option<String>, Option<i64>, Option<Vec<u8>>)> = conn
+    type Raw = (Option<String>, Option<i64>, Option<Vec<u8>>);
+    let row: Option<Raw> = conn
         .query_row(
             "SELECT sms_number, sms_key_id, sms_key FROM sos_settings WHERE id = 1",
             [],
