@@ -4,7 +4,7 @@
 //! records the incident and queues its first beacon, every fix becomes a numbered beacon in
 //! the SOS queue (its own table, never behind drafts), and the transport (next to come) only
 //! reads [`Client::sos_pending_beacons`] and confirms with [`Client::sos_mark_delivered`].
-//! State changes go through [`crate::sos::state`]; PINs are checked in [`pins`]; when to take
+//! State changes go through [`crate::sos::state`]; PINs are checked in `pins`; when to take
 //! the next fix is decided by [`cadence`].
 //!
 //! Nothing here makes a sound or shows a notification: the app decides how discreetly to
