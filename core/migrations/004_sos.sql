@@ -73,5 +73,8 @@ CREATE TABLE sos_settings (
     -- The SMS fallback: the number to text, and the per-device key the server knows by id.
     sms_number      TEXT,
     sms_key_id      INTEGER,
-    sms_key         BLOB CHECK (sms_key IS NULL OR length(sms_key) = 32)
+    sms_key         BLOB CHECK (sms_key IS NULL OR length(sms_key) = 32),
+    -- Wrong PINs in a row, and until when PIN entry is locked after too many.
+    failed_pins     INTEGER NOT NULL DEFAULT 0,
+    pins_locked_until INTEGER NOT NULL DEFAULT 0
 );

@@ -36,6 +36,13 @@ pub enum SosError {
     /// The duress PIN must differ from the PIN.
     #[error("the duress PIN must differ from the PIN")]
     SamePins,
+    /// Too many wrong PINs in a row: PIN entry is locked until `until` (milliseconds since
+    /// the Unix epoch). The incident is unaffected.
+    #[error("too many wrong PINs; try again later")]
+    PinLocked {
+        /// When PIN entry opens again.
+        until: i64,
+    },
     /// Hashing or checking a PIN failed (a corrupt stored hash).
     #[error("PIN check failed: {0}")]
     PinHash(String),

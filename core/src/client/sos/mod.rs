@@ -77,6 +77,39 @@ impl Client {
         self.inner.clock.now_unix_millis()
     }
 
+    /// Checks a PIN, counting wrong ones in a row: after [`pins::FREE_ATTEMPTS`], PIN entry
+    /// locks for a while ([`SosError::PinLocked`]). The count depends only on the PINs
+    /// entered, never on the incident's state, so a locked phone under the duress cover
+    /// behaves as a cancelled one does.
+    fn sos_check_pin(&self, candidate: &str) -> Result<PinMatch, SosError> {
+        let now = self.sos_now();
+        let (stored, (_, until)) = self
+            .inner
+            .store()
+            .sos_read(|c| Ok::<_, SosError>((rows::pins(c)?, rows::pin_attempts(c)?)))?;
+        if now < until {
+            return Err(SosError::PinLocked { until });
+        }
+        let found = pins::check(&stored, candidate)?;
+        self.inner.store().sos_write(|tx| {
+            // Read again under the write lock: attempts may run side by side.
+            let (failed, _) = rows::pin_attempts(tx)?;
+            let (failed, until) = match found {
+                PinMatch::Neither => {
+                    let failed = failed.saturating_add(1);
+                    let lock = pins::lock_after(failed);
+                    (failed, lock.map_or(0, |ms| now.saturating_add(ms)))
+                }
+                PinMatch::Real | PinMatch::Duress => (0, 0),
+            };
+            rows::set_pin_attempts(tx, failed, until)
+        })?;
+        if found == PinMatch::Neither {
+            tracing::info!("sos: wrong PIN entered");
+        }
+        Ok(found)
+    }
+
     /// Starts an SOS incident (or, if one is live, returns it; one under the duress cover
     /// comes back into view). Works offline: the incident and its first beacon (state only,
     /// no fix yet) are stored at once and queued for sending. Push fixes with
@@ -131,9 +164,8 @@ impl Client {
     /// are set. Returns what the app should now show.
     pub fn sos_cancel(&self, pin: &str) -> Result<SosStatus, SosError> {
         let now = self.sos_now();
-        let stored = self.inner.store().sos_read(rows::pins)?;
         // Before looking at the incident, so that the time taken is the same in every state.
-        let input = match pins::check(&stored, pin)? {
+        let input = match self.sos_check_pin(pin)? {
             PinMatch::Real => Input::CancelPin,
             PinMatch::Duress => Input::DuressPin,
             PinMatch::Neither => Input::WrongPin,
@@ -181,7 +213,7 @@ impl Client {
         }
         let stored = self.inner.store().sos_read(rows::pins)?;
         if stored.pin_hash.is_some() {
-            match pins::check(&stored, current.unwrap_or(""))? {
+            match self.sos_check_pin(current.unwrap_or(""))? {
                 PinMatch::Real => {}
                 PinMatch::Duress => return Ok(()),
                 PinMatch::Neither => return Err(TransitionError::WrongPin.into()),

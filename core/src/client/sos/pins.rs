@@ -25,6 +25,24 @@ const LANES: u32 = 1;
 /// Shortest and longest PIN, in characters.
 const PIN_CHARS: std::ops::RangeInclusive<usize> = 4..=64;
 
+/// Wrong PINs in a row allowed before PIN entry locks.
+pub(crate) const FREE_ATTEMPTS: u32 = 5;
+/// The first lock; each further wrong PIN doubles it, up to [`MAX_LOCK_MS`].
+const FIRST_LOCK_MS: i64 = 30_000;
+/// The longest lock.
+const MAX_LOCK_MS: i64 = 16 * 60_000;
+
+/// How long PIN entry locks after `failures` wrong PINs in a row (`None`: not at all). With
+/// 4-digit PINs, this turns trying them all from half an hour into weeks.
+pub(crate) fn lock_after(failures: u32) -> Option<i64> {
+    let over = failures.checked_sub(FREE_ATTEMPTS)?;
+    Some(
+        FIRST_LOCK_MS
+            .saturating_mul(1 << over.min(10))
+            .min(MAX_LOCK_MS),
+    )
+}
+
 fn hasher() -> Result<Argon2<'static>, SosError> {
     let params = Params::new(MEMORY_KIB, PASSES, LANES, None)
         .map_err(|e| SosError::PinHash(e.to_string()))?;
@@ -127,6 +145,28 @@ mod tests {
             duress_hash: None,
         };
         assert!(matches!(check(&corrupt, "2468"), Err(SosError::PinHash(_))));
+    }
+
+    #[test]
+    fn locks_after_five_wrong_pins_doubling_up_to_sixteen_minutes() {
+        for n in 0..5 {
+            assert_eq!(lock_after(n), None);
+        }
+        let locks: Vec<_> = (5..12).map(lock_after).collect();
+        let minutes = |m: i64| Some(m * 60_000);
+        assert_eq!(
+            locks,
+            [
+                Some(30_000),
+                minutes(1),
+                minutes(2),
+                minutes(4),
+                minutes(8),
+                minutes(16),
+                minutes(16)
+            ]
+        );
+        assert_eq!(lock_after(u32::MAX), minutes(16));
     }
 
     #[test]

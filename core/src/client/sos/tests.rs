@@ -346,6 +346,61 @@ fn wrong_pins_never_say_which_pin_exists() {
 }
 
 #[test]
+fn pin_entry_locks_after_five_wrong_pins_whatever_the_incident_state() {
+    let clock = ManualClock::new(T0);
+    let (live_dir, duress_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let live = pinned(live_dir.path(), &clock);
+    let duress = pinned(duress_dir.path(), &clock);
+    live.sos_trigger(TriggerMethod::ButtonHold).unwrap();
+    duress.sos_trigger(TriggerMethod::ButtonHold).unwrap();
+    duress.sos_cancel("1357").unwrap();
+    for _ in 0..5 {
+        assert!(matches!(
+            live.sos_cancel("0000"),
+            Err(SosError::Transition(TransitionError::WrongPin))
+        ));
+        assert!(matches!(
+            duress.sos_cancel("0000"),
+            Err(SosError::Transition(TransitionError::NotLive))
+        ));
+    }
+    for phone in [&live, &duress] {
+        // Locked, even for the right PIN, for 30 s; and the lock survives a restart.
+        for pin in ["0000", "2468"] {
+            assert!(
+                matches!(phone.sos_cancel(pin), Err(SosError::PinLocked { until }) if until == T0 + 30_000)
+            );
+        }
+    }
+    let live = open(live_dir.path(), &clock);
+    assert!(matches!(
+        live.sos_cancel("2468"),
+        Err(SosError::PinLocked { .. })
+    ));
+    assert_eq!(live.sos_status().unwrap().unwrap().phase, Phase::Active);
+
+    clock.advance(Duration::from_secs(30));
+    // One more wrong PIN: locked for twice as long.
+    assert!(matches!(
+        live.sos_cancel("0000"),
+        Err(SosError::Transition(TransitionError::WrongPin))
+    ));
+    assert!(matches!(
+        live.sos_cancel("2468"),
+        Err(SosError::PinLocked { until }) if until == T0 + 90_000
+    ));
+    clock.advance(Duration::from_secs(60));
+    // The right PIN works and resets the count.
+    assert_eq!(live.sos_cancel("2468").unwrap().phase, Phase::Cancelled);
+    live.sos_trigger(TriggerMethod::ButtonHold).unwrap();
+    assert!(matches!(
+        live.sos_cancel("0000"),
+        Err(SosError::Transition(TransitionError::WrongPin))
+    ));
+    assert_eq!(live.sos_cancel("2468").unwrap().phase, Phase::Cancelled);
+}
+
+#[test]
 fn server_events_move_forward_once_and_the_conversation_is_kept() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);

@@ -530,6 +530,34 @@ pub(crate) fn set_pins(conn: &Connection, pins: &SosPins) -> Result<(), StoreErr
     Ok(())
 }
 
+/// Wrong PINs in a row and until when PIN entry is locked (0 if never).
+pub(crate) fn pin_attempts(conn: &Connection) -> Result<(u32, i64), StoreError> {
+    let row: Option<(i64, i64)> = conn
+        .query_row(
+            "SELECT failed_pins, pins_locked_until FROM sos_settings WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (failed, until) = row.unwrap_or((0, 0));
+    Ok((u32::try_from(failed).unwrap_or(u32::MAX), until))
+}
+
+/// Saves the wrong-PIN count and lock.
+pub(crate) fn set_pin_attempts(
+    conn: &Connection,
+    failed: u32,
+    locked_until: i64,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO sos_settings (id, failed_pins, pins_locked_until) VALUES (1, ?1, ?2)
+         ON CONFLICT (id) DO UPDATE SET failed_pins = excluded.failed_pins,
+             pins_locked_until = excluded.pins_locked_until",
+        params![failed, locked_until],
+    )?;
+    Ok(())
+}
+
 /// The SMS fallback's settings, if configured.
 pub(crate) fn sms_channel(conn: &Connection) -> Result<Option<SmsChannel>, StoreError> {
     type Raw = (Option<String>, Option<i64>, Option<Vec<u8>>);
