@@ -592,3 +592,100 @@ pub(crate) fn set_sms_channel(conn: &Connection, channel: &SmsChannel) -> Result
     )?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::schema::MIGRATIONS;
+    use super::*;
+
+    /// A database as an app with only the first three migrations left it, with a draft row.
+    fn freeze_v3(path: &std::path::Path) {
+        let conn = Connection::open(path).unwrap();
+        for sql in &MIGRATIONS[..3] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.execute(
+            "INSERT INTO documents (doc_id, kind, created_at, updated_at, title_cache)
+             VALUES (?1, 'proposal', 1, 2, 'kept')",
+            params![[3u8; 16]],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn upgrades_a_frozen_v3_database_and_the_sos_tables_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v3.db");
+        freeze_v3(&path);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(
+            store.list_documents().unwrap()[0].title.as_deref(),
+            Some("kept")
+        );
+
+        let id = IncidentId::random();
+        let seq = store
+            .sos_write(|tx| {
+                insert_incident(tx, &id, TriggerMethod::Widget, 10)?;
+                append_beacon(
+                    tx,
+                    &id,
+                    NewBeacon {
+                        state: ReportedState::Active,
+                        fix: None,
+                        reply: None,
+                    },
+                    10,
+                )
+            })
+            .unwrap();
+        assert_eq!(seq, 1);
+        let inc = store.sos_read(|c| latest_incident(c)).unwrap().unwrap();
+        assert_eq!(
+            (inc.id, inc.last_seq, inc.state),
+            (id, 1, IncidentState::TRIGGERED)
+        );
+        assert_eq!(store.sos_read(|c| pending(c, 10)).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn impossible_or_corrupt_rows_are_refused_not_panicked_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let id = IncidentId::random();
+        store
+            .sos_write(|tx| insert_incident(tx, &id, TriggerMethod::Watch, 10))
+            .unwrap();
+        // The schema itself refuses a cancelled incident under duress.
+        let refused = store.writer().unwrap().execute(
+            "UPDATE sos_incidents SET phase = 'cancelled', duress = 1",
+            [],
+        );
+        assert!(refused.is_err());
+        // A phase this code does not know reads as corrupt.
+        store
+            .writer()
+            .unwrap()
+            .execute("UPDATE sos_incidents SET phase = 'exploded'", [])
+            .unwrap();
+        assert!(matches!(
+            store.sos_read(|c| latest_incident(c)),
+            Err(StoreError::Corrupt(_))
+        ));
+        // A beacon's seq is never 0, and a queued entry needs its beacon.
+        let w = store.writer().unwrap();
+        assert!(w
+            .execute(
+                "INSERT INTO sos_beacons (incident_id, seq, state, created_at) VALUES (?1, 0, 'active', 1)",
+                params![id.as_bytes()],
+            )
+            .is_err());
+        assert!(w
+            .execute(
+                "INSERT INTO sos_outbox (incident_id, seq, queued_at) VALUES (?1, 5, 1)",
+                params![id.as_bytes()],
+            )
+            .is_err());
+    }
+}
