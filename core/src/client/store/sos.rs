@@ -641,7 +641,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!(seq, 1);
-        let inc = store.sos_read(|c| latest_incident(c)).unwrap().unwrap();
+        let inc = store.sos_read(latest_incident).unwrap().unwrap();
         assert_eq!(
             (inc.id, inc.last_seq, inc.state),
             (id, 1, IncidentState::TRIGGERED)
@@ -670,7 +670,7 @@ mod tests {
             .execute("UPDATE sos_incidents SET phase = 'exploded'", [])
             .unwrap();
         assert!(matches!(
-            store.sos_read(|c| latest_incident(c)),
+            store.sos_read(latest_incident),
             Err(StoreError::Corrupt(_))
         ));
         // A beacon's seq is never 0, and a queued entry needs its beacon.
