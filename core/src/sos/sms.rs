@@ -529,6 +529,50 @@ mod tests {
     }
 
     #[test]
+    fn every_deleted_or_inserted_character_is_refused() {
+        let t = text();
+        for i in 0..t.len() {
+            let mut shorter = t.clone();
+            shorter.remove(i);
+            assert!(
+                decode_verified(&shorter, NOW, lookup).is_err(),
+                "without {i}"
+            );
+            for c in ['0', '9', 'A', 'z', ';', '=', '+', '-', '.', ' '] {
+                let mut longer = t.clone();
+                longer.insert(i, c);
+                assert!(
+                    decode_verified(&longer, NOW, lookup).is_err(),
+                    "{c:?} at {i}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn random_garbage_never_panics_and_is_refused() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let t = text();
+        for _ in 0..5_000 {
+            let len = rng.gen_range(0..200);
+            let garbage: String = (0..len)
+                .map(|_| char::from(rng.gen_range(0x20u8..0x7f)))
+                .collect();
+            assert!(decode_verified(&garbage, NOW, |_| Some(key())).is_err());
+            // A valid text's prefix with garbage after it.
+            let cut = rng.gen_range(0..t.len());
+            let spliced = format!("{}{}", &t[..cut], &garbage[..garbage.len().min(20)]);
+            if spliced != t {
+                assert!(
+                    decode_verified(&spliced, NOW, |_| Some(key())).is_err(),
+                    "{spliced}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn truncated_extended_and_reordered_texts_are_refused() {
         let t = text();
         for len in 0..t.len() {
