@@ -2,7 +2,8 @@
 //!
 //! Drafts are Automerge documents kept in memory while in use and persisted as
 //! content-addressed chunks after every edit; [`Client::sync`] exchanges them with the server
-//! over the automerge-repo protocol.
+//! over the automerge-repo protocol. The `sos_*` methods ([`sos`]) are the SOS silent call:
+//! incidents, fixes and their own send queue, PINs and the duress cover, the SMS fallback.
 
 mod api;
 mod drafts;

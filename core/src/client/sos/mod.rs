@@ -376,6 +376,20 @@ impl Client {
         })
     }
 
+    /// Deletes the trail, messages and record of every incident that ended (resolved, or
+    /// cancelled with the real PIN) more than `retention` ago and has nothing left to send,
+    /// so that a phone picked up later does not hold a past incident's movements. Live
+    /// incidents, including one under the duress cover, are never touched. Returns how many
+    /// incidents were deleted.
+    pub fn sos_purge_ended(&self, retention: std::time::Duration) -> Result<usize, SosError> {
+        let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        let ended_before = self.sos_now().saturating_sub(retention_ms);
+        Ok(self
+            .inner
+            .store()
+            .sos_write(|tx| rows::purge_ended(tx, ended_before))?)
+    }
+
     /// Test support: every beacon of an incident, in sequence order, delivered or not.
     #[doc(hidden)]
     pub fn sos_beacon_log(&self, incident: &IncidentId) -> Result<Vec<Beacon>, SosError> {

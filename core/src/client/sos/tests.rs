@@ -561,3 +561,51 @@ fn sms_text_carries_the_latest_position_and_state_and_verifies() {
     client.sos_mark_delivered(&id, last.seq).unwrap();
     assert!(client.sos_sms_text().unwrap().is_none());
 }
+
+#[test]
+fn purge_removes_only_ended_delivered_incidents_past_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let client = pinned(dir.path(), &clock);
+    let retention = Duration::from_secs(3600);
+
+    // An incident cancelled for real, all delivered.
+    let cancelled = client.sos_trigger(TriggerMethod::ButtonHold).unwrap();
+    client.sos_push_fix(fix_at(&clock, 0)).unwrap();
+    client
+        .sos_apply_server_event(&ServerEvent {
+            incident: cancelled,
+            event: IncidentEvent::Message {
+                id: 1,
+                text: "ok".into(),
+            },
+        })
+        .unwrap();
+    client.sos_cancel("2468").unwrap();
+    let last = client.sos_beacon_log(&cancelled).unwrap().len() as u32;
+    // A live incident under the duress cover, older than the retention.
+    let live = client.sos_trigger(TriggerMethod::ButtonHold).unwrap();
+    client.sos_cancel("1357").unwrap();
+
+    clock.advance(retention + Duration::from_secs(1));
+    assert_eq!(
+        client.sos_purge_ended(retention).unwrap(),
+        0,
+        "still queued"
+    );
+    client.sos_mark_delivered(&cancelled, last).unwrap();
+    assert_eq!(
+        client.sos_purge_ended(Duration::from_secs(7200)).unwrap(),
+        0,
+        "too recent"
+    );
+    assert_eq!(client.sos_purge_ended(retention).unwrap(), 1);
+    assert!(client.sos_beacon_log(&cancelled).unwrap().is_empty());
+    assert_eq!(client.sos_true_state_for_tests(&cancelled).unwrap(), None);
+    assert!(client
+        .sos_true_state_for_tests(&live)
+        .unwrap()
+        .unwrap()
+        .is_live());
+    assert_eq!(client.sos_beacon_log(&live).unwrap().len(), 2);
+}

@@ -448,6 +448,26 @@ pub(crate) fn beacons(conn: &Connection, id: &IncidentId) -> Result<Vec<Beacon>,
     )
 }
 
+/// Deletes every incident that ended before `ended_before` and has nothing left to send,
+/// with its beacons and messages; returns how many incidents went.
+pub(crate) fn purge_ended(conn: &Connection, ended_before: i64) -> Result<usize, StoreError> {
+    let doomed = "SELECT incident_id FROM sos_incidents i
+         WHERE phase IN ('resolved', 'cancelled') AND updated_at < ?1
+           AND NOT EXISTS (SELECT 1 FROM sos_outbox o WHERE o.incident_id = i.incident_id)";
+    conn.execute(
+        &format!("DELETE FROM sos_messages WHERE incident_id IN ({doomed})"),
+        params![ended_before],
+    )?;
+    conn.execute(
+        &format!("DELETE FROM sos_beacons WHERE incident_id IN ({doomed})"),
+        params![ended_before],
+    )?;
+    Ok(conn.execute(
+        &format!("DELETE FROM sos_incidents WHERE incident_id IN ({doomed})"),
+        params![ended_before],
+    )?)
+}
+
 /// Stores a dispatcher's message once; returns false if it was already stored.
 pub(crate) fn insert_message(
     conn: &Connection,
