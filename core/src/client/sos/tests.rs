@@ -609,3 +609,33 @@ fn purge_removes_only_ended_delivered_incidents_past_retention() {
         .is_live());
     assert_eq!(client.sos_beacon_log(&live).unwrap().len(), 2);
 }
+
+#[test]
+fn the_queue_lists_older_incidents_first_each_in_seq_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let client = pinned(dir.path(), &clock);
+    let first = client.sos_trigger(TriggerMethod::ButtonHold).unwrap();
+    client.sos_push_fix(fix_at(&clock, 0)).unwrap();
+    client.sos_cancel("2468").unwrap();
+    let second = client.sos_trigger(TriggerMethod::Widget).unwrap();
+    client.sos_push_fix(fix_at(&clock, 1)).unwrap();
+    let order: Vec<_> = client
+        .sos_pending_beacons(100)
+        .unwrap()
+        .into_iter()
+        .map(|b| (b.incident == first, b.seq, b.state))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            (true, 1, ReportedState::Active),
+            (true, 2, ReportedState::Active),
+            (true, 3, ReportedState::Cancelled),
+            (false, 1, ReportedState::Active),
+            (false, 2, ReportedState::Active),
+        ]
+    );
+    assert_eq!(client.sos_mark_delivered(&second, 1).unwrap(), 1);
+    assert_eq!(client.sos_pending_beacons(100).unwrap().len(), 4);
+}
