@@ -83,16 +83,22 @@ pub struct StoredMessage {
 impl Store {
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer, committed only if `f`
     /// succeeds: read, decide and write happen under one lock.
+    ///
+    /// The commit runs with `synchronous=FULL` (the WAL is synced at every commit), where
+    /// drafts use `NORMAL`: a fix the platform was told is stored must survive the battery
+    /// dying a moment later, not only the app being killed. About one sync every few seconds
+    /// during an incident; `NORMAL` is restored afterwards.
     pub(crate) fn sos_write<T, E: From<StoreError>>(
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
         let mut conn = self.writer()?;
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
+        conn.pragma_update(None, "synchronous", "FULL")
             .map_err(StoreError::from)?;
-        let out = f(&tx)?;
-        tx.commit().map_err(StoreError::from)?;
+        let out = in_transaction(&mut conn, f);
+        let restored = conn.pragma_update(None, "synchronous", "NORMAL");
+        let out = out?;
+        restored.map_err(StoreError::from)?;
         Ok(out)
     }
 
@@ -108,6 +114,18 @@ impl Store {
         })?;
         out.ok_or_else(|| E::from(StoreError::Poisoned))?
     }
+}
+
+fn in_transaction<T, E: From<StoreError>>(
+    conn: &mut Connection,
+    f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
+) -> Result<T, E> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(StoreError::from)?;
+    let out = f(&tx)?;
+    tx.commit().map_err(StoreError::from)?;
+    Ok(out)
 }
 
 fn corrupt(what: &str) -> StoreError {
@@ -667,6 +685,24 @@ mod tests {
             (id, 1, IncidentState::TRIGGERED)
         );
         assert_eq!(store.sos_read(|c| pending(c, 10)).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn sos_writes_commit_with_full_sync_and_drafts_keep_normal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let sync = |c: &Connection| -> i64 {
+            c.pragma_query_value(None, "synchronous", |r| r.get(0))
+                .unwrap()
+        };
+        let inside = store.sos_write(|tx| Ok::<_, StoreError>(sync(tx))).unwrap();
+        assert_eq!(inside, 2, "FULL");
+        assert_eq!(sync(&store.writer().unwrap()), 1, "NORMAL again");
+        // Also after a failed SOS write.
+        let failed: Result<(), StoreError> =
+            store.sos_write(|_| Err(StoreError::Corrupt("test".into())));
+        assert!(failed.is_err());
+        assert_eq!(sync(&store.writer().unwrap()), 1);
     }
 
     #[test]
