@@ -59,7 +59,7 @@ impl DocumentId {
 
 impl fmt::Display for DocumentId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&bs58::encode(&self.0).with_check().into_string())
+        f.write_str(&encode_16(&self.0))
     }
 }
 
@@ -73,17 +73,31 @@ impl FromStr for DocumentId {
     type Err = DocumentIdError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        // A 16-byte id with a 4-byte checksum is at most 28 base58 digits; refuse long
-        // input before decoding it.
-        if s.is_empty() || s.len() > 32 {
-            return Err(DocumentIdError::Encoding);
-        }
-        let bytes = bs58::decode(s)
-            .with_check(None)
-            .into_vec()
-            .map_err(|_| DocumentIdError::Encoding)?;
-        Self::from_bytes(&bytes)
+        decode_16(s).map(Self)
     }
+}
+
+/// 16 bytes as base58check text: the text form of every 16-byte random id in the project
+/// (documents, SOS incidents).
+pub(crate) fn encode_16(bytes: &[u8; 16]) -> String {
+    bs58::encode(bytes).with_check().into_string()
+}
+
+/// The inverse of [`encode_16`].
+pub(crate) fn decode_16(s: &str) -> Result<[u8; 16], DocumentIdError> {
+    // A 16-byte id with a 4-byte checksum is at most 28 base58 digits; refuse long input
+    // before decoding it.
+    if s.is_empty() || s.len() > 32 {
+        return Err(DocumentIdError::Encoding);
+    }
+    let bytes = bs58::decode(s)
+        .with_check(None)
+        .into_vec()
+        .map_err(|_| DocumentIdError::Encoding)?;
+    bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| DocumentIdError::Length(bytes.len()))
 }
 
 #[cfg(test)]

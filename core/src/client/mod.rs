@@ -2,12 +2,14 @@
 //!
 //! Drafts are Automerge documents kept in memory while in use and persisted as
 //! content-addressed chunks after every edit; [`Client::sync`] exchanges them with the server
-//! over the automerge-repo protocol.
+//! over the automerge-repo protocol. The `sos_*` methods ([`sos`]) are the SOS silent call:
+//! incidents, fixes and their own send queue, PINs and the duress cover, the SMS fallback.
 
 mod api;
 mod drafts;
 mod error;
 mod recover;
+pub mod sos;
 pub mod store;
 mod sync;
 
@@ -17,10 +19,12 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 pub use error::ClientError;
+pub use sos::{SmsText, SosError, SosMessage, SosStatus};
 use store::{AccountRow, Store};
 use sync::{Device, Nudge};
 pub use sync::{LiveOptions, LiveState, LiveSync, Rejected, SyncListener, SyncReport};
 
+use crate::clock::{Clock, SystemClock};
 use crate::schema::proposal::{self, Proposal, ProposalEdit};
 use crate::DocumentId;
 
@@ -61,6 +65,8 @@ struct Inner {
     device: Arc<Device>,
     /// Where local edits are announced while a live sync session runs.
     live: Mutex<Option<mpsc::UnboundedSender<Nudge>>>,
+    /// The clock SOS times come from (injectable for tests).
+    clock: Arc<dyn Clock>,
 }
 
 impl Inner {
@@ -86,6 +92,16 @@ impl Client {
     /// Opens (creating if needed) the install's data in `data_dir`. `server_url` is used
     /// until the device registers; afterwards the account's server is used.
     pub fn open(data_dir: &Path, server_url: &str) -> Result<Client, ClientError> {
+        Self::open_with_clock(data_dir, server_url, Arc::new(SystemClock))
+    }
+
+    /// [`Client::open`] with another clock for time-dependent rules (SOS cadence, fix
+    /// validation, record times): tests pass a [`crate::clock::ManualClock`].
+    pub fn open_with_clock(
+        data_dir: &Path,
+        server_url: &str,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Client, ClientError> {
         std::fs::create_dir_all(data_dir)?;
         let store = Arc::new(Store::open(&data_dir.join(DATABASE_FILE))?);
         let url = match store.account()? {
@@ -101,6 +117,7 @@ impl Client {
                     api,
                 }),
                 live: Mutex::new(None),
+                clock,
             }),
         })
     }

@@ -11,6 +11,7 @@ mod account;
 mod documents;
 mod error;
 mod schema;
+pub(crate) mod sos;
 mod sync_state;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 pub use account::AccountRow;
 pub use documents::{DocumentRow, LoadedDoc};
 pub use error::StoreError;
+pub use sos::{IncidentRow, SmsChannel, SosPins, StoredFix, StoredMessage};
 
 /// How long a connection waits for another connection's lock before failing with `SQLITE_BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

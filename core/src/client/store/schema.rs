@@ -11,6 +11,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/001_initial.sql"),
     include_str!("../../../migrations/002_document_titles.sql"),
     include_str!("../../../migrations/003_document_categories.sql"),
+    include_str!("../../../migrations/004_sos.sql"),
 ];
 
 /// The schema version this code writes.
