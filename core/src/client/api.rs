@@ -1,9 +1,10 @@
 //! The server's HTTPS API as the phone uses it: one-time codes, registration, the list of the
-//! account's documents.
+//! account's documents, and the SOS beacon and event routes.
 
 use serde::{Deserialize, Serialize};
 
 use super::error::ClientError;
+use crate::sos::{Beacon, IncidentId, ServerEvent};
 use crate::DocumentId;
 
 /// Installs ring as rustls' process-wide crypto provider (once; later calls are no-ops).
@@ -34,6 +35,38 @@ struct DocumentList {
 #[derive(Deserialize)]
 struct RemoteDocument {
     id: String,
+}
+
+#[derive(Serialize)]
+struct BeaconBatch<'a> {
+    beacons: &'a [Beacon],
+}
+
+/// The server holds every beacon of `incident` with seq 1..=`up_to_seq`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct BeaconAck {
+    pub incident: IncidentId,
+    pub up_to_seq: u32,
+}
+
+/// The answer to `POST /v1/sos/beacons`, sent once the beacons are durably stored.
+#[derive(Debug, Deserialize)]
+pub(crate) struct BeaconAnswer {
+    pub acked: Vec<BeaconAck>,
+    #[serde(default)]
+    pub events: Vec<ServerEvent>,
+}
+
+/// One event of an incident's long-poll, with its server-wide increasing id.
+#[derive(Debug, Deserialize)]
+pub(crate) struct NumberedEvent {
+    pub id: i64,
+    pub event: ServerEvent,
+}
+
+#[derive(Deserialize)]
+struct EventList {
+    events: Vec<NumberedEvent>,
 }
 
 #[derive(Deserialize)]
@@ -149,6 +182,50 @@ impl Api {
                 })
             })
             .collect()
+    }
+}
+
+impl Api {
+    /// Sends SOS beacons; answers once the server has durably stored them.
+    pub(crate) async fn sos_beacons(
+        &self,
+        token: &str,
+        beacons: &[Beacon],
+    ) -> Result<BeaconAnswer, ClientError> {
+        let resp = self
+            .http
+            .post(self.url("/v1/sos/beacons")?)
+            .bearer_auth(token)
+            .json(&BeaconBatch { beacons })
+            .send()
+            .await?;
+        Ok(check(resp).await?.json().await?)
+    }
+
+    /// Long-polls an incident's dispatch events after event id `after`, waiting up to
+    /// `wait` (at most 30 s, the server's limit) for one.
+    pub(crate) async fn sos_events(
+        &self,
+        token: &str,
+        incident: &IncidentId,
+        after: i64,
+        wait: std::time::Duration,
+    ) -> Result<Vec<NumberedEvent>, ClientError> {
+        let wait = wait.min(std::time::Duration::from_secs(30));
+        let mut url = self.url(&format!("/v1/sos/incidents/{incident}/events"))?;
+        url.query_pairs_mut()
+            .append_pair("after", &after.to_string())
+            .append_pair("wait", &wait.as_secs().to_string());
+        let resp = self
+            .http
+            .get(url)
+            .bearer_auth(token)
+            // The client's 30 s limit would cut a full wait short.
+            .timeout(wait + std::time::Duration::from_secs(15))
+            .send()
+            .await?;
+        let list: EventList = check(resp).await?.json().await?;
+        Ok(list.events)
     }
 }
 

@@ -6,6 +6,7 @@
 //! incidents, fixes and their own send queue, PINs and the duress cover, the SMS fallback.
 
 mod api;
+mod backoff;
 mod drafts;
 mod error;
 mod recover;
@@ -19,7 +20,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 pub use error::ClientError;
-pub use sos::{SmsText, SosError, SosMessage, SosStatus};
+pub use sos::{
+    SmsText, SosError, SosLinkState, SosListener, SosMessage, SosOptions, SosStatus, SosTransport,
+};
 use store::{AccountRow, Store};
 use sync::{Device, Nudge};
 pub use sync::{LiveOptions, LiveState, LiveSync, Rejected, SyncListener, SyncReport};
@@ -67,6 +70,8 @@ struct Inner {
     live: Mutex<Option<mpsc::UnboundedSender<Nudge>>>,
     /// The clock SOS times come from (injectable for tests).
     clock: Arc<dyn Clock>,
+    /// Wakes the SOS beacon sender when a beacon is queued.
+    sos_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Inner {
@@ -118,6 +123,7 @@ impl Client {
                 }),
                 live: Mutex::new(None),
                 clock,
+                sos_wake: Arc::new(tokio::sync::Notify::new()),
             }),
         })
     }

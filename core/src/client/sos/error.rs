@@ -1,6 +1,7 @@
 //! What can go wrong in the phone's SOS API. Messages carry no PIN, position or message text.
 
 use crate::client::store::StoreError;
+use crate::client::ClientError;
 use crate::sos::{BeaconError, FixError, SmsError, TransitionError};
 
 /// An error from the SOS API.
@@ -52,6 +53,9 @@ pub enum SosError {
     /// The local database failed.
     #[error("storage error: {0}")]
     Store(#[from] StoreError),
+    /// Talking to the server failed (the beacon sender retries these).
+    #[error(transparent)]
+    Server(#[from] ClientError),
 }
 
 impl From<rusqlite::Error> for SosError {

@@ -14,8 +14,10 @@
 pub mod cadence;
 mod error;
 mod pins;
+pub mod transport;
 
 pub use error::SosError;
+pub use transport::{SosLinkState, SosListener, SosOptions, SosTransport};
 
 use super::store::sos::{self as rows, NewBeacon};
 use super::store::{IncidentRow, SmsChannel, SosPins};
@@ -75,6 +77,22 @@ impl std::fmt::Debug for SmsText {
 impl Client {
     fn sos_now(&self) -> i64 {
         self.inner.clock.now_unix_millis()
+    }
+
+    /// Tells a running beacon sender that something was queued.
+    fn sos_wake(&self) {
+        self.inner.sos_wake.notify_one();
+    }
+
+    /// The latest incident, if it is truly live (under the duress cover too).
+    pub(crate) fn sos_live_incident(&self) -> Result<Option<IncidentId>, SosError> {
+        self.inner.store().sos_read(|c| {
+            Ok::<_, SosError>(
+                rows::latest_incident(c)?
+                    .filter(|i| i.state.is_live())
+                    .map(|i| i.id),
+            )
+        })
     }
 
     /// Checks a PIN, counting wrong ones in a row: after [`pins::FREE_ATTEMPTS`], PIN entry
@@ -138,6 +156,7 @@ impl Client {
             Ok::<_, SosError>(id)
         })?;
         tracing::info!(method = method.as_str(), "sos triggered");
+        self.sos_wake();
         Ok(id)
     }
 
@@ -147,15 +166,17 @@ impl Client {
     pub fn sos_push_fix(&self, fix: Fix) -> Result<u32, SosError> {
         let now = self.sos_now();
         fix.validate(now)?;
-        self.inner.store().sos_write(|tx| {
+        let seq = self.inner.store().sos_write(|tx| {
             let inc = live_incident(tx)?;
             let beacon = NewBeacon {
                 state: inc.state.reported(),
                 fix: Some((&fix, true)),
                 reply: None,
             };
-            Ok(rows::append_beacon(tx, &inc.id, beacon, now)?)
-        })
+            Ok::<_, SosError>(rows::append_beacon(tx, &inc.id, beacon, now)?)
+        })?;
+        self.sos_wake();
+        Ok(seq)
     }
 
     /// Cancels the latest incident with a PIN. The real PIN cancels it (and tells the
@@ -177,6 +198,7 @@ impl Client {
             Ok::<_, SosError>(inc.id)
         })?;
         tracing::info!("sos cancel accepted");
+        self.sos_wake();
         self.inner
             .store()
             .sos_read(|c| status(c, &id))?
@@ -236,7 +258,7 @@ impl Client {
             crate::sos::beacon::check_text(text, crate::sos::beacon::MAX_REPLY_CHARS)?;
         }
         let now = self.sos_now();
-        self.inner.store().sos_write(|tx| {
+        let seq = self.inner.store().sos_write(|tx| {
             let inc = rows::latest_incident(tx)?.ok_or(SosError::NoIncident)?;
             state::apply(inc.state, Input::Reply)?;
             let fix = rows::latest_fix(tx, &inc.id)?;
@@ -245,8 +267,10 @@ impl Client {
                 fix: fix.as_ref().map(|f| (f, false)),
                 reply: Some(&reply),
             };
-            Ok(rows::append_beacon(tx, &inc.id, beacon, now)?)
-        })
+            Ok::<_, SosError>(rows::append_beacon(tx, &inc.id, beacon, now)?)
+        })?;
+        self.sos_wake();
+        Ok(seq)
     }
 
     /// For the transport: up to `limit` beacons the server has not confirmed, oldest
@@ -338,7 +362,7 @@ impl Client {
     ) -> Result<Option<IncidentEvent>, SosError> {
         event.validate()?;
         let now = self.sos_now();
-        self.inner.store().sos_write(|tx| {
+        let (shown, queued) = self.inner.store().sos_write(|tx| {
             let inc = rows::incident(tx, &event.incident)?.ok_or(SosError::UnknownIncident)?;
             let (input, unit) = match &event.event {
                 IncidentEvent::Received => (Input::Received, None),
@@ -355,8 +379,15 @@ impl Client {
                 _ => step.state != inc.state,
             };
             persist(tx, &inc, step, unit, now)?;
-            Ok((step.visible && fresh).then(|| event.event.clone()))
-        })
+            Ok::<_, SosError>((
+                (step.visible && fresh).then(|| event.event.clone()),
+                step.report,
+            ))
+        })?;
+        if queued {
+            self.sos_wake();
+        }
+        Ok(shown)
     }
 
     /// For the platform: when to take the next fix (milliseconds since the Unix epoch; now

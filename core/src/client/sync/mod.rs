@@ -81,7 +81,7 @@ pub(crate) struct Device {
 }
 
 impl Device {
-    fn token(&self) -> Result<String, ClientError> {
+    pub(crate) fn token(&self) -> Result<String, ClientError> {
         Ok(self
             .store
             .account()?
