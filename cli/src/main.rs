@@ -8,6 +8,10 @@
 //!                                    [--insert-body POS TEXT] [--delete-body POS COUNT] ...
 //! sotong --home DIR proposal list | proposal show ID
 //! sotong --home DIR sync | live | sign-out
+//! sotong --home DIR sos trigger [--how button|power-key|widget|watch]
+//! sotong --home DIR sos fix --lat LAT --lon LON --accuracy M [--method gps|wifi|cell] ...
+//! sotong --home DIR sos cancel --pin P | status | reply (--text T|--yes|--no|--cant-talk)
+//! sotong --home DIR sos pins --set PIN [--duress PIN] [--current PIN] | sos run
 //! ```
 
 use std::fs;
@@ -30,10 +34,12 @@ macro_rules! out {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
         if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
-            stdout_failed(e);
+            $crate::stdout_failed(e);
         }
     }};
 }
+
+mod sos;
 
 /// Standard output is gone: whoever read it stopped reading (exit quietly) or it failed.
 fn stdout_failed(e: io::Error) -> ! {
@@ -89,6 +95,9 @@ enum Command {
     /// Stay connected: print the session's state and the drafts changed by other devices,
     /// reconnecting by itself after an outage, until Ctrl-C.
     Live,
+    /// The SOS silent call: trigger, fixes, cancel, replies (offline), and `run` to send.
+    #[command(subcommand)]
+    Sos(sos::SosCommand),
     /// Forget this device's registration and wipe its drafts (run `sync` first to keep
     /// unsent changes). The server is not told; the token expires there by itself.
     SignOut,
@@ -210,6 +219,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<(), String> {
         }
         Command::Sync => sync(&client),
         Command::Live => live(&client),
+        Command::Sos(command) => sos::run(&client, command),
         Command::SignOut => {
             client.sign_out().map_err(|e| e.to_string())?;
             out!("Signed out; the drafts on this device were wiped.");
