@@ -16,7 +16,7 @@ use crate::{AccountInfo, Proposal, ProposalEdit, ProposalSummary, SotongError, S
 /// `suspend`/`async` methods talk to the server.
 #[derive(uniffi::Object)]
 pub struct SotongClient {
-    inner: Client,
+    pub(crate) inner: Client,
 }
 
 #[uniffi::export(async_runtime = "tokio")]

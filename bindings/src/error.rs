@@ -1,8 +1,9 @@
 //! The one error type of the FFI: every failure reaches Kotlin as a `SotongException.<Kind>`
 //! and Swift as a `SotongError.<kind>`, each with a human-readable `reason`.
 
-use sotong_core::client::ClientError;
+use sotong_core::client::{ClientError, SosError};
 use sotong_core::schema::SchemaError;
+use sotong_core::sos::TransitionError;
 
 /// Why a Sotong call failed. Reasons are for logs and developers; show the user a message
 /// chosen by the variant.
@@ -61,6 +62,26 @@ pub enum SotongError {
         /// Details.
         reason: String,
     },
+    /// SOS: the PIN matched neither PIN (the same whichever PINs are set).
+    #[error("wrong PIN")]
+    WrongPin {
+        /// Details.
+        reason: String,
+    },
+    /// SOS: too many wrong PINs in a row; PIN entry opens again at `until_ms`.
+    #[error("PIN entry locked: {reason}")]
+    PinLocked {
+        /// Milliseconds since the Unix epoch.
+        until_ms: i64,
+        /// Details.
+        reason: String,
+    },
+    /// SOS: there is no incident, or none live, for this call.
+    #[error("no SOS incident: {reason}")]
+    NoIncident {
+        /// Details.
+        reason: String,
+    },
     /// A bug in Sotong, including a caught Rust panic. Worth reporting.
     #[error("internal error: {reason}")]
     Internal {
@@ -93,6 +114,32 @@ impl From<ClientError> for SotongError {
             ClientError::Schema(_) => SotongError::InvalidInput { reason },
             ClientError::Store(_) | ClientError::Io(_) => SotongError::Storage { reason },
             ClientError::Internal(reason) => SotongError::Internal { reason },
+        }
+    }
+}
+
+impl From<SosError> for SotongError {
+    fn from(e: SosError) -> Self {
+        let reason = e.to_string();
+        match e {
+            SosError::Server(e) => e.into(),
+            SosError::Transition(TransitionError::WrongPin) => SotongError::WrongPin { reason },
+            SosError::PinLocked { until } => SotongError::PinLocked {
+                until_ms: until,
+                reason,
+            },
+            SosError::Transition(_)
+            | SosError::NoIncident
+            | SosError::NoLiveIncident
+            | SosError::UnknownIncident => SotongError::NoIncident { reason },
+            SosError::Fix(_)
+            | SosError::Message(_)
+            | SosError::Sms(_)
+            | SosError::PinNotSet
+            | SosError::PinFormat
+            | SosError::SamePins
+            | SosError::SmsNotConfigured => SotongError::InvalidInput { reason },
+            SosError::PinHash(_) | SosError::Store(_) => SotongError::Storage { reason },
         }
     }
 }

@@ -14,11 +14,18 @@ mod client;
 mod error;
 mod guard;
 mod live;
+mod sos;
+mod sos_types;
 mod types;
 
 pub use client::SotongClient;
 pub use error::SotongError;
 pub use live::{LiveSyncHandle, LiveSyncListener};
+pub use sos::{SmsSender, SosListener, SosTransportHandle};
+pub use sos_types::{
+    SosEvent, SosFix, SosFixMethod, SosLinkState, SosMessage, SosPhase, SosReply, SosStatus,
+    SosTrigger,
+};
 pub use types::{
     AccountInfo, LiveSyncState, Proposal, ProposalEdit, ProposalSummary, RejectedDraft, SyncReport,
     TextField,

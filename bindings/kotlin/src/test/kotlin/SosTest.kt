@@ -1,0 +1,130 @@
+import java.io.File
+import java.nio.file.Files
+import kotlinx.coroutines.channels.Channel
+import kotlinx.coroutines.runBlocking
+import kotlinx.coroutines.withTimeout
+import org.junit.After
+import org.junit.Test
+import uniffi.sotong_ffi.SmsSender
+import uniffi.sotong_ffi.SosEvent
+import uniffi.sotong_ffi.SosFix
+import uniffi.sotong_ffi.SosFixMethod
+import uniffi.sotong_ffi.SosLinkState
+import uniffi.sotong_ffi.SosListener
+import uniffi.sotong_ffi.SosPhase
+import uniffi.sotong_ffi.SosReply
+import uniffi.sotong_ffi.SosTrigger
+import uniffi.sotong_ffi.SotongClient
+import uniffi.sotong_ffi.SotongException
+import kotlin.test.assertEquals
+import kotlin.test.assertFailsWith
+import kotlin.test.assertNotNull
+import kotlin.test.assertNull
+import kotlin.test.assertTrue
+
+/**
+ * The SOS silent call through the generated Kotlin API: trigger, fixes, status, cancel with
+ * the PIN, and the duress PIN that only looks like a cancel. Run by scripts/kotlin-test.sh.
+ */
+class SosTest {
+    private val serverUrl = System.getenv("SOTONG_SERVER_URL")
+        ?: error("SOTONG_SERVER_URL is not set; run scripts/kotlin-test.sh")
+    private val dirs = mutableListOf<File>()
+    private val clients = mutableListOf<SotongClient>()
+
+    @After
+    fun cleanUp() {
+        clients.forEach { it.close() }
+        dirs.forEach { it.deleteRecursively() }
+    }
+
+    private fun openDevice(): SotongClient {
+        val dir = Files.createTempDirectory("sotong-sos-kt-").toFile()
+        dirs += dir
+        return SotongClient.open(dir.path, serverUrl).also { clients += it }
+    }
+
+    private fun fix(n: Int) = SosFix(
+        lat = 37.5665 + n * 0.0005,
+        lon = 126.978,
+        accuracyM = 10.0 + n,
+        altitudeM = null,
+        speedMps = null,
+        headingDeg = null,
+        timeMs = System.currentTimeMillis() - 300,
+        method = SosFixMethod.GPS,
+        batteryPct = 55u,
+    )
+
+    @Test
+    fun triggerFixesStatusAndCancelWithThePin() {
+        val phone = openDevice()
+        assertNull(phone.sosStatus())
+        assertNull(phone.sosNextFixDue())
+        phone.sosSetPins(null, "2468", "1357")
+
+        val id = phone.sosTrigger(SosTrigger.POWER_KEY)
+        assertNotNull(phone.sosNextFixDue(), "a fix is due while live")
+        assertEquals(2u, phone.sosPushFix(fix(0)))
+        assertEquals(3u, phone.sosPushFix(fix(1)))
+        assertEquals(4u, phone.sosReply(SosReply.CantTalk))
+        val status = assertNotNull(phone.sosStatus())
+        assertEquals(id, status.incident)
+        assertEquals(SosPhase.ACTIVE, status.phase)
+        assertEquals(SosTrigger.POWER_KEY, status.trigger)
+        assertEquals(listOf<SosReply>(SosReply.CantTalk), status.messages.map { it.content })
+
+        // Bad input is a typed error and loses nothing.
+        assertFailsWith<SotongException.InvalidInput> { phone.sosPushFix(fix(2).copy(lat = 95.0)) }
+        assertFailsWith<SotongException.WrongPin> { phone.sosCancel("0000") }
+        assertEquals(SosPhase.ACTIVE, phone.sosStatus()?.phase)
+
+        val cancelled = phone.sosCancel("2468")
+        assertEquals(SosPhase.CANCELLED, cancelled.phase)
+        assertNull(phone.sosNextFixDue(), "no fix is due once cancelled")
+        assertFailsWith<SotongException.NoIncident> { phone.sosPushFix(fix(3)) }
+    }
+
+    @Test
+    fun theDuressPinLooksCancelledWhileFixesContinue() {
+        val phone = openDevice()
+        phone.sosSetPins(null, "2468", "1357")
+        phone.sosTrigger(SosTrigger.BUTTON_HOLD)
+        phone.sosPushFix(fix(0))
+        val shown = phone.sosCancel("1357")
+        assertEquals(SosPhase.CANCELLED, shown.phase)
+        assertEquals(SosPhase.CANCELLED, phone.sosStatus()?.phase)
+        // Underneath it is live: the platform keeps taking fixes, and they are kept.
+        assertNotNull(phone.sosNextFixDue())
+        assertEquals(4u, phone.sosPushFix(fix(1)))
+        // Whoever forced the duress PIN out cannot change the PINs with it.
+        phone.sosSetPins("1357", "0000", null)
+        assertFailsWith<SotongException.WrongPin> { phone.sosSetPins("0000", "1111", null) }
+        assertNotNull(phone.sosNextFixDue(), "still live")
+    }
+
+    @Test
+    fun theSenderOfAnUnregisteredPhoneStopsAndSaysWhy() = runBlocking {
+        val phone = openDevice()
+        phone.sosTrigger(SosTrigger.WIDGET)
+        val states = Channel<SosLinkState>(Channel.UNLIMITED)
+        val listener = object : SosListener {
+            override fun onStateChanged(state: SosLinkState) {
+                states.trySend(state)
+            }
+            override fun onEvent(incident: String, event: SosEvent) {}
+        }
+        val sms = object : SmsSender {
+            override fun sendSms(number: String, text: String) {}
+        }
+        val handle = phone.sosStartTransport(listener, sms)
+        val stopped = withTimeout(30_000) {
+            var s = states.receive()
+            while (s !is SosLinkState.Stopped) s = states.receive()
+            s
+        }
+        assertTrue(stopped.error?.contains("not registered") == true, "$stopped")
+        assertTrue(handle.isFinished())
+        handle.close()
+    }
+}
