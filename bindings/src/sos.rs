@@ -163,6 +163,13 @@ impl SotongClient {
         })
     }
 
+    /// Fetches this device's SMS key and the SMS gateway's number from the server and
+    /// stores them, so the SMS fallback works later without a data network.
+    pub async fn sos_provision_sms_channel(&self) -> Result<(), SotongError> {
+        let inner = self.inner.clone();
+        async_call(async move { Ok(inner.sos_provision_sms_channel().await?) }).await
+    }
+
     /// Starts the SOS sender: it sends every queued beacon, then waits for dispatch's
     /// events while the incident is live, retrying by itself, and stops when the incident
     /// is over. With no data network it hands `sms` the text to send, if given.

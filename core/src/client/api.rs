@@ -64,6 +64,15 @@ pub(crate) struct NumberedEvent {
     pub event: ServerEvent,
 }
 
+/// The answer to `POST /v1/sos/sms-channel`: the gateway's number and this device's key.
+#[derive(Deserialize)]
+pub(crate) struct SmsChannelAnswer {
+    pub number: String,
+    pub key_id: u32,
+    /// base64url, 32 bytes.
+    pub key: String,
+}
+
 #[derive(Deserialize)]
 struct EventList {
     events: Vec<NumberedEvent>,
@@ -197,6 +206,20 @@ impl Api {
             .post(self.url("/v1/sos/beacons")?)
             .bearer_auth(token)
             .json(&BeaconBatch { beacons })
+            .send()
+            .await?;
+        Ok(check(resp).await?.json().await?)
+    }
+
+    /// Provisions (or fetches) this device's SMS key and the gateway's number.
+    pub(crate) async fn sos_sms_channel(
+        &self,
+        token: &str,
+    ) -> Result<SmsChannelAnswer, ClientError> {
+        let resp = self
+            .http
+            .post(self.url("/v1/sos/sms-channel")?)
+            .bearer_auth(token)
             .send()
             .await?;
         Ok(check(resp).await?.json().await?)

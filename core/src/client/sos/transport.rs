@@ -164,6 +164,22 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Asks the server for this device's SMS key and the SMS gateway's number and stores
+    /// them ([`Client::sos_set_sms_channel`]), so the SMS fallback works later offline.
+    pub async fn sos_provision_sms_channel(&self) -> Result<(), SosError> {
+        use base64::Engine as _;
+        let token = self.inner.device.token()?;
+        let answer = self.inner.device.api.sos_sms_channel(&token).await?;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(answer.key.trim_end_matches('='))
+            .map_err(|_| ClientError::Protocol("the SMS key is not base64url".into()))?;
+        let key = crate::sos::SmsKey::from_bytes(&bytes)
+            .map_err(|_| ClientError::Protocol("the SMS key is not 32 bytes".into()))?;
+        self.sos_set_sms_channel(&answer.number, answer.key_id, &key)
+    }
+}
+
 /// How one round ended without an error.
 enum Round {
     /// Go on with the next round.
