@@ -306,6 +306,16 @@ impl Sender {
             r = api.sos_events(&token, &incident, self.last_event, self.options.events_wait) => {
                 let events = r?;
                 self.backoff.reset();
+                if events.is_empty() {
+                    // A server that answers at once instead of waiting is not polled in a
+                    // tight loop.
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.options.first_retry) => {}
+                        _ = wake.notified() => {}
+                        _ = &mut self.stop => return Ok(Round::Stopped),
+                    }
+                    return Ok(Round::Continue);
+                }
                 let max = events.iter().map(|e| e.id).max().unwrap_or(self.last_event);
                 let events: Vec<ServerEvent> = events.into_iter().map(|e| e.event).collect();
                 self.apply(&events)?;
