@@ -15,7 +15,7 @@ use crate::config::Config;
 
 pub mod postgres;
 pub mod sos;
-mod sos_postgres;
+pub(crate) mod sos_postgres;
 mod sos_sqlite;
 pub mod sqlite;
 pub mod staff;

@@ -16,6 +16,15 @@ use super::{DeviceRef, PgStore, StoreError, StoreResult};
 
 /// Advisory lock of SOS writes ("SOT" + a number, as in `postgres.rs`).
 const SOS_LOCK: i64 = 0x534f_5407;
+/// Notified (on commit) by every SOS write: other instances' feeds and long-polls wake up
+/// (`crate::sos::listener`).
+pub const SOS_CHANNEL: &str = "sotong_sos";
+
+async fn notify<C: GenericClient>(c: &C) -> StoreResult<()> {
+    c.execute("SELECT pg_notify($1, '')", &[&SOS_CHANNEL])
+        .await?;
+    Ok(())
+}
 
 const INCIDENT_COLUMNS: &str = "id, account_id, device_id, trigger_method, triggered_at, region, \
      reported_state, phase, duress, unit, outcome, up_to_seq, created_at, updated_at, closed_at";
@@ -254,6 +263,7 @@ impl SosStore for PgStore {
                     .map_err(|_| StoreError::Corrupt("sos up_to_seq".into()))?,
             });
         }
+        notify(&*tx).await?;
         tx.commit().await?;
         Ok(SosIngest::Stored(acked))
     }
@@ -429,6 +439,7 @@ impl SosStore for PgStore {
         let (kind, body) = action_feed(&after, action, author_id, message_id);
         let phone = action_phone_event(*id, action, message_id);
         let event = append_event(&*tx, &after, kind, &body, phone.as_ref(), now).await?;
+        notify(&*tx).await?;
         tx.commit().await?;
         Ok(Some(event))
     }
