@@ -18,7 +18,7 @@ use crate::error::ApiError;
 use crate::notifier::{LogNotifier, Notifier};
 use crate::state::AppState;
 use crate::store::{open_store, Store, StoreError};
-use crate::{auth, documents, staff, sync};
+use crate::{auth, documents, sos, staff, sync};
 
 /// How long `/readyz` waits for the store.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ready))
         .merge(api)
         .merge(sync::router())
+        .merge(sos::router())
         .merge(staff::access::staff_router().into_router(state.clone()))
         .fallback(not_found)
         .layer(middleware::from_fn(log_requests))
@@ -191,9 +192,12 @@ pub async fn serve_with(
     let state = AppState::new(config, store.clone(), notifier);
     let hub = state.hub.clone();
     let state_hub = hub.clone();
+    let sos_hub = state.sos.clone();
     if let Some(url) = &state.config.database_url {
         sync::feed::start(&hub, url, state.config.database_ca_file.as_deref())?;
+        sos::listener::start(&sos_hub, url, state.config.database_ca_file.as_deref())?;
     }
+    sos::retention::start(state.clone());
     let app = router(state);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -213,6 +217,8 @@ pub async fn serve_with(
             // WebSocket sessions last until a peer leaves: close them, or graceful shutdown
             // would wait for them.
             hub.shutdown();
+            // SSE feeds and long-polls too.
+            sos_hub.shutdown();
         })
         .await
     });

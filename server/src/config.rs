@@ -62,6 +62,36 @@ pub struct Config {
     /// window that lock the address for `staff_lockout_secs` (default 100; against password
     /// spraying across many names).
     pub staff_lockout_address_threshold: u32,
+    /// SOS: regions, SMS gateway, retention.
+    pub sos: SosConfig,
+}
+
+/// SOS settings (issue 7).
+#[derive(Clone)]
+pub struct SosConfig {
+    /// Dispatch regions (the embedded ones unless `--regions-file`).
+    pub regions: Arc<crate::sos::regions::Regions>,
+    /// The SMS gateway's webhook secret (`--sms-gateway-secret`); no webhook without it.
+    pub sms_gateway_secret: Option<Vec<u8>>,
+    /// The number phones text (`--sms-gateway-number`); no SMS channel without it.
+    pub sms_gateway_number: Option<String>,
+    /// Days after close before an incident's trail and messages are purged.
+    pub retention_days: u32,
+    /// How often the purge runs.
+    pub purge_interval: Duration,
+}
+
+impl Default for SosConfig {
+    fn default() -> Self {
+        Self {
+            // The embedded file is tested to parse; empty regions would route all to unrouted.
+            regions: Arc::new(crate::sos::regions::Regions::embedded().unwrap_or_default()),
+            sms_gateway_secret: None,
+            sms_gateway_number: None,
+            retention_days: 30,
+            purge_interval: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// What the sync hub and its connections may use, whatever clients do.
@@ -130,6 +160,7 @@ impl Config {
             staff_lockout_window_secs: 15 * 60,
             staff_lockout_secs: 15 * 60,
             staff_lockout_address_threshold: 100,
+            sos: SosConfig::default(),
         }
     }
 
@@ -183,6 +214,11 @@ impl fmt::Debug for Config {
             .field(
                 "staff_lockout_address_threshold",
                 &self.staff_lockout_address_threshold,
+            )
+            .field("sos_retention_days", &self.sos.retention_days)
+            .field(
+                "sms_gateway_secret",
+                &self.sos.sms_gateway_secret.as_ref().map(|_| "<redacted>"),
             )
             .finish_non_exhaustive()
     }

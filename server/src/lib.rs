@@ -2,7 +2,8 @@
 //!
 //! Sotong's sync and API server: citizen accounts (one-time codes, device tokens, WebSocket
 //! tickets), document listing and sync, on SQLite or PostgreSQL; and the officials' side
-//! (`staff`: staff accounts, sessions, the access check and the audit log).
+//! (`staff`: staff accounts, sessions, the access check and the audit log); SOS silent calls
+//! (`sos`: beacons, dispatch feed and actions, SMS gateway).
 //!
 //! `serve` starts a server on a listener and returns a handle to stop it; `main.rs` is a thin
 //! command line around it, and tests run real servers in-process the same way.
@@ -14,6 +15,7 @@ pub mod config;
 pub mod documents;
 pub mod error;
 pub mod notifier;
+pub mod sos;
 pub mod staff;
 pub mod state;
 pub mod store;

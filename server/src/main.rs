@@ -103,6 +103,21 @@ struct Args {
     /// the address (default 100).
     #[arg(long, env = "SOTONG_STAFF_LOCKOUT_ADDRESS_THRESHOLD")]
     staff_lockout_address_threshold: Option<u32>,
+    /// SOS dispatch regions, a GeoJSON FeatureCollection of polygons named by their
+    /// `region` property (default: the embedded approximate Seoul, Busan and Gyeonggi).
+    #[arg(long, env = "SOTONG_REGIONS_FILE")]
+    regions_file: Option<PathBuf>,
+    /// The SMS gateway's webhook secret (HMAC-SHA256 of each webhook body); without it the
+    /// webhook answers 503. Prefer the environment variable to the command line.
+    #[arg(long, env = "SOTONG_SMS_GATEWAY_SECRET", hide_env_values = true)]
+    sms_gateway_secret: Option<String>,
+    /// The number phones text their SOS to when they have no data network.
+    #[arg(long, env = "SOTONG_SMS_GATEWAY_NUMBER")]
+    sms_gateway_number: Option<String>,
+    /// Days after an SOS incident is closed before its trail and messages are purged
+    /// (default 30; the incident's outcome and the audit log stay).
+    #[arg(long, env = "SOTONG_SOS_RETENTION_DAYS")]
+    sos_retention_days: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -202,6 +217,8 @@ enum MainError {
     Serve(#[from] sotong_server::ServeError),
     #[error("{0}")]
     Pepper(String),
+    #[error("regions file {0}")]
+    Regions(String),
     #[error("{0}")]
     Admin(#[from] AdminError),
     #[error("store: {0}")]
@@ -349,6 +366,21 @@ async fn run(args: Args) -> Result<(), MainError> {
     config.database_url = args.database_url;
     config.database_ca_file = args.database_ca_file;
     config.trusted_proxies = args.trusted_proxy;
+    if let Some(path) = &args.regions_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(io_err(format!("cannot read {}", path.display())))?;
+        let regions = sotong_server::sos::regions::Regions::from_geojson(&text)
+            .map_err(|e| MainError::Regions(format!("{}: {e}", path.display())))?;
+        config.sos.regions = std::sync::Arc::new(regions);
+    }
+    config.sos.sms_gateway_secret = args
+        .sms_gateway_secret
+        .filter(|s| !s.is_empty())
+        .map(String::into_bytes);
+    config.sos.sms_gateway_number = args.sms_gateway_number.filter(|s| !s.is_empty());
+    if let Some(days) = args.sos_retention_days {
+        config.sos.retention_days = days;
+    }
     if let Some(secs) = args.token_ttl_secs {
         config.token_ttl = Duration::from_secs(secs);
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::notifier::Notifier;
 use crate::store::Store;
-use crate::sync;
+use crate::{sos, sync};
 
 /// Shared state of handlers. Cheap to clone.
 #[derive(Clone)]
@@ -19,6 +19,8 @@ pub struct AppState {
     pub notifier: Arc<dyn Notifier>,
     /// Document sync.
     pub hub: Arc<sync::Hub>,
+    /// SOS: wakes long-polls and dispatcher feeds.
+    pub sos: Arc<sos::SosHub>,
 }
 
 impl AppState {
@@ -26,6 +28,7 @@ impl AppState {
     pub fn new(config: Config, store: Arc<dyn Store>, notifier: Arc<dyn Notifier>) -> Self {
         Self {
             hub: Arc::new(sync::Hub::new(store.clone(), config.sync.clone())),
+            sos: Arc::new(sos::SosHub::new()),
             store,
             config: Arc::new(config),
             notifier,

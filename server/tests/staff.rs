@@ -11,12 +11,13 @@ use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 use sotong_core::clock::{Clock as _, ManualClock, SystemClock};
 use sotong_core::hash::sha256;
+use sotong_core::sos::{Beacon, Fix, FixMethod, IncidentId, ReportedState, TriggerMethod};
 use sotong_server::staff::access::{staff_router, Need, ACCESS_HEADER};
 use sotong_server::staff::admin_cli;
 use sotong_server::staff::audit::{Actor, AuditFilter, AuditRecord, Outcome};
 use sotong_server::staff::session::{self, SessionKind, SESSION_COOKIE};
 use sotong_server::staff::{password, totp, Grant, Role, StaffMember};
-use sotong_server::store::{NewStaffMember, NewStaffSession, Store};
+use sotong_server::store::{NewDevice, NewStaffMember, NewStaffSession, RoutedBeacon, Store, Via};
 use sotong_server::{auth, serve, Config, ServerHandle};
 
 const PASSWORD: &str = "river stone lamp 42";
@@ -165,6 +166,13 @@ impl Server {
         let res = req.send().await.unwrap();
         let status = res.status();
         let headers = res.headers().clone();
+        let streaming = headers
+            .get(CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        if streaming {
+            // The SOS feed never ends: its head is the answer.
+            return (status, headers, Value::Null);
+        }
         (status, headers, res.json().await.unwrap_or(Value::Null))
     }
 
@@ -255,13 +263,82 @@ enum Principal {
     Member { member: StaffMember, disabled: bool },
 }
 
+/// The SOS incident fixtures of the table: one in Seoul, one in Busan.
+fn seoul_incident() -> IncidentId {
+    IncidentId::from_bytes(&[0x51; 16]).unwrap()
+}
+
+fn busan_incident() -> IncidentId {
+    IncidentId::from_bytes(&[0xb5; 16]).unwrap()
+}
+
+/// The region of a fixture incident id (path parameter value).
+fn fixture_region(id: &str) -> Option<&'static str> {
+    if id == seoul_incident().to_string() {
+        Some("seoul")
+    } else if id == busan_incident().to_string() {
+        Some("busan")
+    } else {
+        None
+    }
+}
+
+/// Stores the Seoul and Busan incidents, as a phone's first beacons would.
+async fn sos_fixtures(store: &dyn Store) {
+    let device = store
+        .register_device(&NewDevice {
+            phone_key: [0x5a; 32],
+            name: "fixture phone",
+            token_hash: sha256(b"sos fixture"),
+            token_expires_at: i64::MAX,
+            now: 0,
+        })
+        .await
+        .unwrap();
+    let beacon = |id: IncidentId, lat: f64, lon: f64, region: &str| RoutedBeacon {
+        beacon: Beacon {
+            incident: id,
+            seq: 1,
+            state: ReportedState::Active,
+            trigger: TriggerMethod::ButtonHold,
+            triggered_at: 1_000,
+            fix: Some(Fix {
+                lat,
+                lon,
+                accuracy_m: 10.0,
+                altitude_m: None,
+                speed_mps: None,
+                heading_deg: None,
+                time_ms: 2_000,
+                method: FixMethod::Gps,
+                battery_pct: None,
+            }),
+            reply: None,
+        },
+        region: Some(region.to_owned()),
+        via: Via::Https,
+    };
+    store
+        .sos_ingest(
+            device,
+            &[
+                beacon(seoul_incident(), 37.5665, 126.978, "seoul"),
+                beacon(busan_incident(), 35.1151, 129.0422, "busan"),
+            ],
+            1,
+        )
+        .await
+        .unwrap();
+}
+
 /// Path parameter values: the first set is the scopes the test members hold (agency MOIS,
-/// region seoul), the second set nobody's first choice.
+/// region seoul, the Seoul incident), the second set nobody's first choice.
 fn variants(path: &str) -> Vec<(String, Vec<(String, String)>)> {
     let values = |name: &str| match name {
-        "agency" => ["MOIS", "MOLIT"],
-        "region" => ["seoul", "busan"],
-        _ => ["x", "y"],
+        "agency" => ["MOIS".to_owned(), "MOLIT".to_owned()],
+        "region" => ["seoul".to_owned(), "busan".to_owned()],
+        "id" => [seoul_incident().to_string(), busan_incident().to_string()],
+        _ => ["x".to_owned(), "y".to_owned()],
     };
     let names: Vec<String> = path
         .split('/')
@@ -273,11 +350,11 @@ fn variants(path: &str) -> Vec<(String, Vec<(String, String)>)> {
             let mut concrete = path.to_owned();
             let mut params = Vec::new();
             for name in &names {
-                let v = values(name)[i];
+                let v = values(name)[i].clone();
                 concrete = concrete
-                    .replace(&format!("{{{name}}}"), v)
-                    .replace(&format!("{{*{name}}}"), v);
-                params.push((name.clone(), v.to_owned()));
+                    .replace(&format!("{{{name}}}"), &v)
+                    .replace(&format!("{{*{name}}}"), &v);
+                params.push((name.clone(), v));
             }
             (concrete, params)
         })
@@ -308,6 +385,14 @@ fn expected(need: &Need, who: &Principal, params: &[(String, String)]) -> Option
                     let value = params.iter().find(|(k, _)| k == param).map(|(_, v)| v);
                     value.is_some_and(|v| holds(*role, Some(v)))
                 }
+                // The incident's region (from the fixtures), or the scope that sees all.
+                Need::RoleInIncidentRegion(role, param) => {
+                    let region = params
+                        .iter()
+                        .find(|(k, _)| k == param)
+                        .and_then(|(_, v)| fixture_region(v));
+                    holds(*role, Some("all")) || region.is_some_and(|r| holds(*role, Some(r)))
+                }
             };
             if allowed {
                 None
@@ -322,6 +407,7 @@ async fn role_route_table(backend: Backend) {
     let Some(server) = Server::start(backend, |_| {}).await else {
         return;
     };
+    sos_fixtures(&*server.store()).await;
     let admin = server
         .member("admin1", vec![g(Role::Admin, None)], None)
         .await;
@@ -344,6 +430,9 @@ async fn role_route_table(backend: Backend) {
         .await;
     let dispatcher_other = server
         .member("dispatch.o", vec![g(Role::Dispatcher, Some("busan"))], None)
+        .await;
+    let dispatcher_all = server
+        .member("dispatch.all", vec![g(Role::Dispatcher, Some("all"))], None)
         .await;
     // Disabled while holding every grant: nothing may pass.
     let gone = server
@@ -407,6 +496,13 @@ async fn role_route_table(backend: Backend) {
             "dispatcher other",
             Principal::Member {
                 member: dispatcher_other,
+                disabled: false,
+            },
+        ),
+        (
+            "dispatcher all",
+            Principal::Member {
+                member: dispatcher_all,
                 disabled: false,
             },
         ),

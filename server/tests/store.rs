@@ -9,6 +9,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use sotong_core::hash::sha256;
+use sotong_core::sos::{
+    Beacon, Fix, FixMethod, IncidentEvent, IncidentId, ReportedState, TriggerMethod,
+};
 use sotong_core::DocumentId;
 use sotong_server::staff::audit::{actions, Actor, AuditEntry, AuditFilter, Outcome};
 use sotong_server::staff::session::SessionKind;
@@ -18,6 +21,7 @@ use sotong_server::store::{
     LoginFailure, NewCode, NewDevice, NewStaffMember, NewStaffSession, PgOptions, PgStore,
     SqliteStore, StaffStore, Store, StoreError,
 };
+use sotong_server::store::{DispatchAction, DispatchPhase, RoutedBeacon, SosIngest, Via};
 
 type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -126,6 +130,12 @@ suite!(
     staff_login_failures_count_atomically_across_instances,
     staff_totp_steps_are_single_use,
     staff_audit_appends_queries_and_refuses_changes,
+    sos_beacons_are_stored_once_with_a_contiguous_ack,
+    sos_incident_belongs_to_its_first_account,
+    sos_events_are_ordered_and_scoped_by_region,
+    sos_dispatch_actions_reach_the_phone,
+    sos_sms_keys_are_per_device,
+    sos_purge_keeps_the_outcome,
 );
 
 fn sha(bytes: &[u8]) -> [u8; 32] {
@@ -824,7 +834,7 @@ async fn sqlite_upgrade_from_version_2_adds_the_staff_tables() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, SqliteStore::supported_version());
 }
 
 #[tokio::test]
@@ -865,7 +875,7 @@ async fn postgres_upgrade_from_version_2_adds_the_staff_tables() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(version, 3);
+    assert_eq!(version, PgStore::supported_version());
 }
 
 /// What a sync acknowledges is on disk: every commit syncs the WAL.
@@ -1485,4 +1495,316 @@ async fn staff_audit_appends_queries_and_refuses_changes(b: &dyn Backend) {
         s.query_audit(&AuditFilter::default()).await.unwrap()[2].action,
         "login"
     );
+}
+
+// ---- SOS ---------------------------------------------------------------------------------
+
+fn incident(n: u8) -> IncidentId {
+    IncidentId::from_bytes(&[n; 16]).unwrap()
+}
+
+fn beacon(id: IncidentId, seq: u32, state: ReportedState, lat: f64) -> RoutedBeacon {
+    RoutedBeacon {
+        beacon: Beacon {
+            incident: id,
+            seq,
+            state,
+            trigger: TriggerMethod::PowerKey,
+            triggered_at: 1_000,
+            fix: Some(Fix {
+                lat,
+                lon: 126.97,
+                accuracy_m: 10.0,
+                altitude_m: None,
+                speed_mps: None,
+                heading_deg: None,
+                time_ms: 2_000 + i64::from(seq),
+                method: FixMethod::Gps,
+                battery_pct: Some(50),
+            }),
+            reply: None,
+        },
+        region: Some("seoul".into()),
+        via: Via::Https,
+    }
+}
+
+fn acked(outcome: SosIngest) -> Vec<(IncidentId, u32)> {
+    match outcome {
+        SosIngest::Stored(acks) => acks
+            .into_iter()
+            .map(|a| (a.incident, a.up_to_seq))
+            .collect(),
+        other => panic!("not stored: {other:?}"),
+    }
+}
+
+async fn device_of(s: &dyn Store, phone: u8) -> DeviceRef {
+    s.register_device(&NewDevice {
+        phone_key: [phone; 32],
+        name: "Pixel",
+        token_hash: sha(&[phone, 0xee]),
+        token_expires_at: i64::MAX,
+        now: 0,
+    })
+    .await
+    .unwrap()
+}
+
+async fn sos_beacons_are_stored_once_with_a_contiguous_ack(b: &dyn Backend) {
+    let s = b.open().await;
+    let d = device_of(&*s, 1).await;
+    let id = incident(1);
+    let a = ReportedState::Active;
+    // 1, 3 and a duplicate 1 (different content: the first copy wins).
+    let out = s
+        .sos_ingest(
+            d,
+            &[
+                beacon(id, 1, a, 37.5),
+                beacon(id, 3, a, 37.6),
+                beacon(id, 1, a, 35.0),
+            ],
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(acked(out), vec![(id, 1)]);
+    let out = s
+        .sos_ingest(d, &[beacon(id, 2, a, 37.55)], 11)
+        .await
+        .unwrap();
+    assert_eq!(acked(out), vec![(id, 3)]);
+    // A second instance sees the same and stores nothing twice.
+    let other = b.open().await;
+    let out = other
+        .sos_ingest(d, &[beacon(id, 2, a, 0.0)], 12)
+        .await
+        .unwrap();
+    assert_eq!(acked(out), vec![(id, 3)]);
+    let trail = other.sos_beacons(&id).await.unwrap();
+    assert_eq!(
+        trail.iter().map(|t| t.beacon.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(trail[0].beacon.fix.as_ref().unwrap().lat, 37.5);
+    assert_eq!(trail[1].beacon.fix.as_ref().unwrap().lat, 37.55);
+    let inc = other.sos_incident(&id).await.unwrap().unwrap();
+    assert_eq!(inc.account_id, d.account_id);
+    assert_eq!(inc.up_to_seq, 3);
+    assert_eq!(inc.region.as_deref(), Some("seoul"));
+    assert_eq!(inc.phase, DispatchPhase::Received);
+    // One fix event per stored beacon, one incident event, one Received for the phone.
+    let events = other.sos_events_after(0, None, 100).await.unwrap();
+    assert_eq!(events.iter().filter(|e| e.kind == "fix").count(), 3);
+    assert_eq!(events.iter().filter(|e| e.kind == "incident").count(), 1);
+    let phone = other.sos_phone_events(&id, 0).await.unwrap();
+    assert_eq!(phone.len(), 1);
+    assert_eq!(
+        phone[0].phone_event.as_ref().unwrap().event,
+        IncidentEvent::Received
+    );
+}
+
+async fn sos_incident_belongs_to_its_first_account(b: &dyn Backend) {
+    let s = b.open().await;
+    let owner = device_of(&*s, 1).await;
+    let intruder = device_of(&*s, 2).await;
+    let id = incident(2);
+    let a = ReportedState::Active;
+    s.sos_ingest(owner, &[beacon(id, 1, a, 37.5)], 10)
+        .await
+        .unwrap();
+    // The intruder's batch (with a beacon of its own incident first) stores nothing.
+    let own = incident(3);
+    let out = s
+        .sos_ingest(
+            intruder,
+            &[beacon(own, 1, a, 37.5), beacon(id, 2, a, 37.5)],
+            11,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, SosIngest::NotOwner(id));
+    assert_eq!(s.sos_beacons(&id).await.unwrap().len(), 1);
+    assert!(s.sos_incident(&own).await.unwrap().is_none());
+}
+
+async fn sos_events_are_ordered_and_scoped_by_region(b: &dyn Backend) {
+    let s = b.open().await;
+    let d = device_of(&*s, 1).await;
+    let (seoul, busan) = (incident(4), incident(5));
+    let a = ReportedState::Active;
+    let mut bu = beacon(busan, 1, a, 35.1);
+    bu.region = Some("busan".into());
+    s.sos_ingest(d, &[beacon(seoul, 1, a, 37.5), bu], 10)
+        .await
+        .unwrap();
+    // Duress: the incident event says so, and it sorts first.
+    s.sos_ingest(d, &[beacon(busan, 2, ReportedState::Duress, 35.1)], 11)
+        .await
+        .unwrap();
+    let all = s.sos_events_after(0, None, 100).await.unwrap();
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+    let only_seoul = s
+        .sos_events_after(0, Some(&["seoul".to_owned()]), 100)
+        .await
+        .unwrap();
+    assert!(!only_seoul.is_empty());
+    assert!(only_seoul.iter().all(|e| e.incident == seoul));
+    let none = s.sos_events_after(0, Some(&[]), 100).await.unwrap();
+    assert!(none.is_empty());
+    // Resume after an id misses nothing and repeats nothing.
+    let mid = all[1].id;
+    let rest = s.sos_events_after(mid, None, 100).await.unwrap();
+    assert_eq!(rest, all[2..].to_vec());
+    let open = s.sos_open_incidents(None).await.unwrap();
+    assert_eq!(
+        open.iter().map(|i| i.id).collect::<Vec<_>>(),
+        vec![busan, seoul]
+    );
+    assert!(open[0].duress);
+    let busan_only = s
+        .sos_open_incidents(Some(&["busan".to_owned()]))
+        .await
+        .unwrap();
+    assert_eq!(busan_only.len(), 1);
+}
+
+async fn sos_dispatch_actions_reach_the_phone(b: &dyn Backend) {
+    let s = b.open().await;
+    let d = device_of(&*s, 1).await;
+    let id = incident(6);
+    s.sos_ingest(d, &[beacon(id, 1, ReportedState::Active, 37.5)], 10)
+        .await
+        .unwrap();
+    let staff = 42;
+    let actions = [
+        DispatchAction::Acknowledge,
+        DispatchAction::Assign {
+            unit: Some("Jongno 12".into()),
+        },
+        DispatchAction::Message {
+            text: "Are you safe?".into(),
+        },
+        DispatchAction::Note {
+            text: "caller whispers".into(),
+        },
+        DispatchAction::Close {
+            outcome: "arrested".into(),
+        },
+    ];
+    for (i, action) in actions.iter().enumerate() {
+        let ev = s
+            .sos_dispatch(&id, staff, action, 20 + i as i64)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ev.incident, id);
+    }
+    assert!(s
+        .sos_dispatch(&incident(99), staff, &DispatchAction::Acknowledge, 30)
+        .await
+        .unwrap()
+        .is_none());
+    let phone: Vec<IncidentEvent> = s
+        .sos_phone_events(&id, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.phone_event.unwrap().event)
+        .collect();
+    let messages = s.sos_messages(&id).await.unwrap();
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[1].kind, "note");
+    assert_eq!(
+        phone,
+        vec![
+            IncidentEvent::Received,
+            IncidentEvent::Acknowledged,
+            IncidentEvent::UnitAssigned {
+                unit: Some("Jongno 12".into())
+            },
+            IncidentEvent::Message {
+                id: messages[0].id,
+                text: "Are you safe?".into()
+            },
+            IncidentEvent::Resolved,
+        ]
+    );
+    let inc = s.sos_incident(&id).await.unwrap().unwrap();
+    assert_eq!(inc.phase, DispatchPhase::Resolved);
+    assert_eq!(inc.unit.as_deref(), Some("Jongno 12"));
+    assert_eq!(inc.outcome.as_deref(), Some("arrested"));
+    assert_eq!(inc.closed_at, Some(24));
+    // A late acknowledge never moves the phase back.
+    s.sos_dispatch(&id, staff, &DispatchAction::Acknowledge, 40)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.sos_incident(&id).await.unwrap().unwrap().phase,
+        DispatchPhase::Resolved
+    );
+    assert!(s.sos_open_incidents(None).await.unwrap().is_empty());
+}
+
+async fn sos_sms_keys_are_per_device(b: &dyn Backend) {
+    let s = b.open().await;
+    let d1 = device_of(&*s, 1).await;
+    let d2 = device_of(&*s, 2).await;
+    let k1 = s.sos_sms_key(d1, &[1; 32], 10).await.unwrap();
+    let again = s.sos_sms_key(d1, &[9; 32], 11).await.unwrap();
+    assert_eq!(again, k1);
+    assert_eq!(k1.key, vec![1; 32]);
+    let k2 = s.sos_sms_key(d2, &[2; 32], 12).await.unwrap();
+    assert_ne!(k1.key_id, k2.key_id);
+    assert_eq!(
+        s.sos_sms_key_by_id(k2.key_id).await.unwrap(),
+        Some(k2.clone())
+    );
+    assert_eq!(k2.device, d2);
+    assert_eq!(s.sos_sms_key_by_id(777).await.unwrap(), None);
+}
+
+async fn sos_purge_keeps_the_outcome(b: &dyn Backend) {
+    let s = b.open().await;
+    let d = device_of(&*s, 1).await;
+    let (closed, open) = (incident(7), incident(8));
+    let a = ReportedState::Active;
+    s.sos_ingest(
+        d,
+        &[beacon(closed, 1, a, 37.5), beacon(open, 1, a, 37.5)],
+        10,
+    )
+    .await
+    .unwrap();
+    s.sos_dispatch(
+        &closed,
+        1,
+        &DispatchAction::Message { text: "hi".into() },
+        11,
+    )
+    .await
+    .unwrap();
+    s.sos_dispatch(
+        &closed,
+        1,
+        &DispatchAction::Close {
+            outcome: "safe".into(),
+        },
+        100,
+    )
+    .await
+    .unwrap();
+    // Not yet: closed at 100, cut-off 100.
+    assert_eq!(s.sos_purge(100).await.unwrap(), 0);
+    assert_eq!(s.sos_beacons(&closed).await.unwrap().len(), 1);
+    assert_eq!(s.sos_purge(101).await.unwrap(), 1);
+    assert!(s.sos_beacons(&closed).await.unwrap().is_empty());
+    assert!(s.sos_messages(&closed).await.unwrap().is_empty());
+    assert!(s.sos_phone_events(&closed, 0).await.unwrap().is_empty());
+    let inc = s.sos_incident(&closed).await.unwrap().unwrap();
+    assert_eq!(inc.outcome.as_deref(), Some("safe"));
+    assert_eq!(s.sos_beacons(&open).await.unwrap().len(), 1);
+    assert_eq!(s.sos_purge(101).await.unwrap(), 0);
 }

@@ -36,13 +36,35 @@ pub enum Need {
     /// Holds the role with scope equal to the named path parameter, e.g.
     /// `RoleInScope(AgencyOfficer, "agency")` on `/console/agency/{agency}`.
     RoleInScope(Role, &'static str),
+    /// Holds the role with a scope that sees the region of the SOS incident named by the
+    /// path parameter (`RoleInIncidentRegion(Dispatcher, "id")`): the region itself, or
+    /// `all`, which also sees unrouted incidents and unknown ids (answered 404 then). The
+    /// check layer reads the incident's region from the store (ADR 0006).
+    RoleInIncidentRegion(Role, &'static str),
 }
 
 impl Need {
     /// Whether `member` may use a route needing this, with the route's path parameters.
-    /// A scoped need whose parameter the path lacks allows no one.
+    /// A scoped need whose parameter the path lacks allows no one. An incident-scoped need
+    /// is judged as for an unknown incident; the check layer uses
+    /// [`Need::allows_in_region`] with the incident's region.
     pub fn allows(&self, member: &StaffMember, params: &[(&str, &str)]) -> bool {
+        self.allows_in_region(member, params, None)
+    }
+
+    /// [`Need::allows`], with the region of the incident an incident-scoped need names
+    /// (`None`: unknown, or no fix yet).
+    pub fn allows_in_region(
+        &self,
+        member: &StaffMember,
+        params: &[(&str, &str)],
+        incident_region: Option<&str>,
+    ) -> bool {
         match self {
+            Need::RoleInIncidentRegion(role, param) => {
+                params.iter().any(|(name, _)| name == param)
+                    && crate::sos::regions::sees(&member.scopes(*role), incident_region)
+            }
             Need::Public | Need::AnyStaff => true,
             Need::Role(role) => member.has_role(*role),
             Need::RoleInScope(role, param) => params
@@ -116,7 +138,7 @@ impl StaffRouter {
 /// All staff routes (console pages and the `/v1/staff` JSON API): the app's router and the
 /// role × route table test both come from here.
 pub fn staff_router() -> StaffRouter {
-    super::api::routes(StaffRouter::new())
+    crate::sos::dispatch::routes(super::api::routes(StaffRouter::new()))
 }
 
 #[derive(Clone)]
@@ -178,7 +200,18 @@ async fn check(State(guard): State<Guard>, req: Request, next: Next) -> Response
             .as_ref()
             .map(|p| p.iter().collect())
             .unwrap_or_default();
-        guard.need.allows(&session.member, &pairs)
+        let region = match &guard.need {
+            Need::RoleInIncidentRegion(_, param) => {
+                match incident_region(&guard.state, &pairs, param).await {
+                    Ok(region) => region,
+                    Err(e) => return ApiError::from(e).into_response(),
+                }
+            }
+            _ => None,
+        };
+        guard
+            .need
+            .allows_in_region(&session.member, &pairs, region.as_deref())
     };
     if !allowed {
         audit::record(
@@ -197,6 +230,27 @@ async fn check(State(guard): State<Guard>, req: Request, next: Next) -> Response
     }
     parts.extensions.insert(session);
     next.run(Request::from_parts(parts, body)).await
+}
+
+/// The region of the SOS incident the path parameter `param` names (`None`: no such
+/// incident, or no fix yet).
+async fn incident_region(
+    state: &AppState,
+    params: &[(&str, &str)],
+    param: &str,
+) -> Result<Option<String>, crate::store::StoreError> {
+    let Some(id) = params
+        .iter()
+        .find(|(name, _)| *name == param)
+        .and_then(|(_, value)| value.parse::<sotong_core::sos::IncidentId>().ok())
+    else {
+        return Ok(None);
+    };
+    Ok(state
+        .store
+        .sos_incident(&id)
+        .await?
+        .and_then(|incident| incident.region))
 }
 
 fn is_safe(method: &Method) -> bool {
@@ -357,7 +411,7 @@ mod tests {
     #[test]
     fn every_scoped_rule_names_a_parameter_of_its_path() {
         for rule in staff_router().rules() {
-            if let Need::RoleInScope(_, param) = &rule.need {
+            if let Need::RoleInScope(_, param) | Need::RoleInIncidentRegion(_, param) = &rule.need {
                 assert!(rule.path.contains(&format!("{{{param}}}")), "{rule:?}");
             }
         }

@@ -94,6 +94,24 @@ pub mod actions {
     pub const AUDIT_VIEW: &str = "audit_view";
     /// The audit log exported.
     pub const AUDIT_EXPORT: &str = "audit_export";
+    /// The SOS dispatch feed opened.
+    pub const SOS_FEED_OPEN: &str = "sos_feed_open";
+    /// The active SOS incidents listed.
+    pub const SOS_INCIDENT_LIST: &str = "sos_incident_list";
+    /// An SOS incident viewed (with its trail and messages).
+    pub const INCIDENT_VIEW: &str = "incident_view";
+    /// An SOS incident acknowledged.
+    pub const SOS_ACKNOWLEDGE: &str = "sos_acknowledge";
+    /// A unit assigned to an SOS incident.
+    pub const SOS_ASSIGN: &str = "sos_assign";
+    /// A message sent to the person in an SOS incident.
+    pub const SOS_MESSAGE: &str = "sos_message";
+    /// A dispatcher note added to an SOS incident.
+    pub const SOS_NOTE: &str = "sos_note";
+    /// An SOS incident closed with an outcome.
+    pub const SOS_CLOSE: &str = "sos_close";
+    /// An SOS incident exported (PIDF-LO, AML).
+    pub const SOS_EXPORT: &str = "sos_export";
 }
 
 /// One entry to append.

@@ -14,12 +14,19 @@ use sotong_core::DocumentId;
 use crate::config::Config;
 
 pub mod postgres;
+pub mod sos;
+pub(crate) mod sos_postgres;
+mod sos_sqlite;
 pub mod sqlite;
 pub mod staff;
 mod staff_postgres;
 mod staff_sqlite;
 
 pub use postgres::{PgOptions, PgStore};
+pub use sos::{
+    Acked, DispatchAction, DispatchPhase, RoutedBeacon, SmsKeyRow, SosEvent, SosIncident,
+    SosIngest, SosMessage, SosStore, StoredBeacon, Via,
+};
 pub use sqlite::SqliteStore;
 pub use staff::{
     LockoutPolicy, LoginFailure, NewStaffMember, NewStaffSession, StaffCredentials, StaffStore,
@@ -120,9 +127,9 @@ fn with_causes(e: &dyn std::error::Error) -> String {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The server's storage: citizens' documents, codes and devices here, the officials' side
-/// in the supertrait [`StaffStore`].
+/// in the supertrait [`StaffStore`], SOS incidents in [`SosStore`].
 #[async_trait]
-pub trait Store: StaffStore + Send + Sync + 'static {
+pub trait Store: StaffStore + SosStore + Send + Sync + 'static {
     /// Whether other server instances may write to this store concurrently. When they may,
     /// a loaded document is caught up with the store before each sync message.
     fn is_shared(&self) -> bool {

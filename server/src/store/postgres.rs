@@ -36,6 +36,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/001_initial.sql"),
     include_str!("../../migrations/postgres/002_drop_dev_codes.sql"),
     include_str!("../../migrations/postgres/003_staff.sql"),
+    include_str!("../../migrations/postgres/004_sos.sql"),
 ];
 
 /// Advisory lock keys (arbitrary constants, "SOT" + a number).

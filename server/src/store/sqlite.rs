@@ -29,6 +29,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/001_initial.sql"),
     include_str!("../../migrations/sqlite/002_drop_dev_codes.sql"),
     include_str!("../../migrations/sqlite/003_staff.sql"),
+    include_str!("../../migrations/sqlite/004_sos.sql"),
 ];
 
 /// Codes are kept this long after issue (longer than any rate-limit window).
