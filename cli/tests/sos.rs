@@ -109,3 +109,59 @@ fn an_incident_runs_offline_from_the_terminal_and_duress_looks_cancelled() {
     let err = fails(sotong(h, &["sos", "run"]));
     assert!(err.contains("not registered"), "{err}");
 }
+
+#[test]
+fn sos_run_delivers_an_offline_incident_and_stops_once_it_is_over() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let server = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        sotong_server::serve(listener, sotong_server::Config::for_tests(data.path()))
+            .await
+            .unwrap()
+    });
+    let url = format!("http://{}", server.addr());
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sotong"))
+            .arg("--home")
+            .arg(h)
+            .args(["--server", &url])
+            .args(args)
+            .output()
+            .expect("run sotong")
+    };
+    let phone = "+821055507777";
+    ok(run(&["register", "--phone", phone]));
+    let code = server.latest_dev_code(phone).expect("a code was sent");
+    ok(run(&["register", "--phone", phone, "--code", &code]));
+    ok(run(&["sos", "pins", "--set", "1234"]));
+    let id = ok(run(&["sos", "trigger", "--how", "widget"]));
+    for lat in ["37.5665", "37.5667", "37.5669"] {
+        ok(run(&[
+            "sos",
+            "fix",
+            "--lat",
+            lat,
+            "--lon",
+            "126.978",
+            "--accuracy",
+            "10",
+        ]));
+    }
+    ok(run(&["sos", "cancel", "--pin", "1234"]));
+    // Everything is queued; `run` sends it and ends by itself, the incident being over.
+    let out = run(&["sos", "run"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("everything delivered"), "{stderr}");
+
+    let id: sotong_core::sos::IncidentId = id.trim().parse().unwrap();
+    let stored = rt.block_on(server.store().sos_beacons(&id)).unwrap();
+    assert_eq!(
+        stored.iter().map(|b| b.beacon.seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    rt.block_on(server.shutdown());
+}

@@ -1,6 +1,7 @@
 import java.io.File
 import java.nio.file.Files
 import kotlinx.coroutines.channels.Channel
+import kotlinx.coroutines.delay
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withTimeout
 import org.junit.After
@@ -21,6 +22,7 @@ import kotlin.test.assertFailsWith
 import kotlin.test.assertNotNull
 import kotlin.test.assertNull
 import kotlin.test.assertTrue
+import kotlin.test.fail
 
 /**
  * The SOS silent call through the generated Kotlin API: trigger, fixes, status, cancel with
@@ -29,6 +31,9 @@ import kotlin.test.assertTrue
 class SosTest {
     private val serverUrl = System.getenv("SOTONG_SERVER_URL")
         ?: error("SOTONG_SERVER_URL is not set; run scripts/kotlin-test.sh")
+    private val serverLog = File(
+        System.getenv("SOTONG_SERVER_LOG") ?: error("SOTONG_SERVER_LOG is not set; run scripts/kotlin-test.sh"),
+    )
     private val dirs = mutableListOf<File>()
     private val clients = mutableListOf<SotongClient>()
 
@@ -126,5 +131,51 @@ class SosTest {
         assertTrue(stopped.error?.contains("not registered") == true, "$stopped")
         assertTrue(handle.isFinished())
         handle.close()
+    }
+
+    @Test
+    fun theSenderDeliversEveryFixAndStopsOnceCancelled() = runBlocking {
+        val phone = openDevice()
+        val number = "+821055509999"
+        val offset = serverLog.length()
+        phone.requestCode(number)
+        phone.register(number, awaitCode(number.takeLast(4), offset), "SOS phone")
+        phone.sosSetPins(null, "2468", "1357")
+        phone.sosTrigger(SosTrigger.BUTTON_HOLD)
+        phone.sosPushFix(fix(0))
+        val states = Channel<SosLinkState>(Channel.UNLIMITED)
+        val listener = object : SosListener {
+            override fun onStateChanged(state: SosLinkState) {
+                states.trySend(state)
+            }
+            override fun onEvent(incident: String, event: SosEvent) {}
+        }
+        val handle = phone.sosStartTransport(listener, null)
+        withTimeout(30_000) {
+            while (states.receive() != SosLinkState.Waiting) {}
+        }
+        // Delivered; the real PIN ends it and the sender stops by itself.
+        phone.sosCancel("2468")
+        val stopped = withTimeout(30_000) {
+            var s = states.receive()
+            while (s !is SosLinkState.Stopped) s = states.receive()
+            s
+        }
+        assertNull(stopped.error, "$stopped")
+        assertTrue(handle.isFinished())
+        handle.close()
+    }
+
+    /** The first one-time code for `***last4` logged after `offset` bytes of the server log. */
+    private suspend fun awaitCode(last4: String, offset: Long): String {
+        val pattern = Regex("""one-time code for \*\*\*${Regex.escape(last4)}: (\d+)""")
+        repeat(200) {
+            val text = serverLog.readBytes().let { it.copyOfRange(minOf(offset.toInt(), it.size), it.size) }
+                .toString(Charsets.UTF_8)
+                .replace(Regex("\u001B\\[[0-9;]*m"), "")
+            pattern.find(text)?.let { return it.groupValues[1] }
+            delay(50)
+        }
+        fail("no one-time code for ***$last4 in the server log within 10 s")
     }
 }
