@@ -11,6 +11,7 @@ use sotong_core::{changes, DocumentId};
 
 use super::slots::{Held, Loaded, Peer};
 use super::{codes, ConnId, Hub, HubError, Replies, Requester};
+use crate::store::notice::Notice;
 use crate::store::{AccountId, ChunkKind, DocumentMeta, StoreError};
 
 /// How a stage ends a message early.
@@ -119,10 +120,12 @@ impl Hub {
     }
 
     async fn run(&self, a: &Answer<'_>, msg: &DocMessage) -> Step<Replies> {
+        tracing::debug!(target: "sotong_timing", doc = %a.id, "message in");
         let decoded = decode(a, msg)?;
         let mut held = self.slots.lock(&a.id).await;
         let created = self.open(a, &mut held, &decoded).await?;
         self.catch_up(&a.id, loaded(&mut held)?).await?;
+        tracing::debug!(target: "sotong_timing", doc = %a.id, "caught up");
         let fresh = check(a, loaded(&mut held)?, decoded.incoming)?;
         let bytes: Vec<u8> = fresh.iter().flat_map(|c| c.raw_bytes().to_vec()).collect();
         let owner = loaded(&mut held)?.meta.owner;
@@ -131,6 +134,7 @@ impl Hub {
         self.apply(a, &mut held, decoded.message, &before)?;
         check_result(a, &mut held, &before)?;
         self.store(&a.id, &mut held, &fresh, bytes).await?;
+        tracing::debug!(target: "sotong_timing", doc = %a.id, "stored");
         held.touch();
         Ok(self.respond(a, loaded(&mut held)?, created, &before).await)
     }
@@ -270,24 +274,28 @@ impl Hub {
         if fresh.is_empty() {
             return Ok(());
         }
-        if let Err(e) = self
+        let appended = match self
             .store
             .append_chunk(id, ChunkKind::Incremental, &bytes)
             .await
         {
-            held.discard();
-            return Err(Exit::Fail(e.into()));
-        }
+            Ok(a) => a,
+            Err(e) => {
+                held.discard();
+                return Err(Exit::Fail(e.into()));
+            }
+        };
         let loaded = loaded(held)?;
+        // Read up to just before it: then also up to it (else the next catch-up reads it).
+        if let Some(at) = appended.filter(|at| at.prev == loaded.last_seq) {
+            loaded.last_seq = at.seq;
+        }
         loaded.chunk_hashes.push(sotong_core::hash::sha256(&bytes));
         loaded.ops += fresh.iter().map(|c| c.len()).sum::<usize>();
         loaded.changes += fresh.len();
         loaded.incremental_bytes += bytes.len();
         self.registry
             .add_usage(loaded.meta.owner, 0, bytes.len() as u64);
-        if let Some(feed) = self.feed.get() {
-            feed.publish(id);
-        }
         Ok(())
     }
 
@@ -371,17 +379,37 @@ impl Hub {
                 loaded.incremental_bytes += chunk.bytes.len();
             }
         }
+        tracing::debug!(target: "sotong_timing", doc = %id, "chunks read");
         if loaded.doc.get_heads() != before {
             loaded.recount();
             self.fan_out(id, loaded, ConnId::MAX);
+            tracing::debug!(target: "sotong_timing", doc = %id, "fanned out");
         }
         Ok(())
     }
 
-    /// A notification from another instance: catch the document up (loading it if a
-    /// connection here watches it) and fan out.
-    pub(super) async fn catch_up_remote(&self, id: &DocumentId) -> Result<(), HubError> {
+    /// A notification from another instance: apply the chunk it carries if this instance
+    /// holds every chunk before it, else catch the document up from the store (loading it if
+    /// a connection here watches it); fan out.
+    pub(super) async fn catch_up_remote(
+        &self,
+        id: &DocumentId,
+        notice: Option<Notice>,
+    ) -> Result<(), HubError> {
         let mut held = self.slots.lock(id).await;
+        if let (Some(loaded), Some(n)) = (held.loaded_mut(), notice) {
+            if n.seq <= loaded.last_seq {
+                // Already read (notifications can be handled out of order).
+                return Ok(());
+            }
+            match n.bytes {
+                Some(bytes) if n.prev == loaded.last_seq => {
+                    return self.apply_remote_chunk(id, loaded, n.seq, bytes);
+                }
+                // A gap, or a chunk too large to travel along: read the store.
+                _ => {}
+            }
+        }
         if held.is_empty() {
             let Some(meta) = self.store.document(id).await? else {
                 return Ok(());
@@ -396,6 +424,37 @@ impl Hub {
             Some(loaded) => self.catch_up(id, loaded).await,
             None => Ok(()),
         }
+    }
+
+    /// Applies a chunk another instance stored at `seq`, right after every chunk this
+    /// instance has read, and fans the change out.
+    fn apply_remote_chunk(
+        &self,
+        id: &DocumentId,
+        loaded: &mut Loaded,
+        seq: i64,
+        bytes: Vec<u8>,
+    ) -> Result<(), HubError> {
+        let hash = sotong_core::hash::sha256(&bytes);
+        if loaded.chunk_hashes.contains(&hash) {
+            loaded.last_seq = seq;
+            return Ok(());
+        }
+        let before = loaded.doc.get_heads();
+        loaded
+            .doc
+            .load_incremental(&bytes)
+            .map_err(|e| HubError::Corrupt(e.to_string()))?;
+        loaded.last_seq = seq;
+        loaded.chunk_hashes.push(hash);
+        loaded.incremental_bytes += bytes.len();
+        tracing::debug!(target: "sotong_timing", doc = %id, "chunk applied");
+        if loaded.doc.get_heads() != before {
+            loaded.recount();
+            self.fan_out(id, loaded, ConnId::MAX);
+            tracing::debug!(target: "sotong_timing", doc = %id, "fanned out");
+        }
+        Ok(())
     }
 
     /// Loads a document from its chunks; the connections watching it become its peers.
