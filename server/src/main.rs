@@ -9,7 +9,6 @@ use ipnet::IpNet;
 use rand::RngCore;
 use sotong_server::client_ip::parse_trusted_proxy;
 use sotong_server::{serve, Config};
-use tracing_subscriber::EnvFilter;
 
 /// Sotong's sync and API server.
 #[derive(Debug, Parser)]
@@ -96,9 +95,7 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> MainError {
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(sotong_server::log_filter::from_env())
         .with_writer(std::io::stderr)
         .init();
     match run(Args::parse()).await {
