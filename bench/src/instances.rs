@@ -107,14 +107,18 @@ async fn measure(plan: &Plan, bin: &Path, root: &Path, db_url: &str) -> Result<V
     let mut latency = Vec::new();
     let (mut timeouts, mut in_a_row, mut late, mut attempted) = (0usize, 0usize, 0usize, 0usize);
     let mut problems = Vec::new();
+    // Diagnostics: per-edit timings, and the servers' logs kept in target/.
+    let trace = std::env::var_os("SOTONG_BENCH_TRACE").is_some();
     let t0 = Instant::now();
     for _ in 0..plan.instance_edits {
         attempted += 1;
         let t = Instant::now();
+        let wall_t = std::time::SystemTime::now();
         if let Err(e) = a.edit_proposal(&id, ed.next()) {
             problems.push(format!("edit on A: {e}"));
             break;
         }
+        let edited = t.elapsed();
         let deadline = t + EDIT_TIMEOUT;
         let mut arrived = None;
         loop {
@@ -134,6 +138,19 @@ async fn measure(plan: &Plan, bin: &Path, root: &Path, db_url: &str) -> Result<V
         }
         match arrived {
             Some(at) => {
+                if trace {
+                    let since = |d: std::time::SystemTime| {
+                        d.duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_secs_f64())
+                            .unwrap_or(0.0)
+                    };
+                    eprintln!(
+                        "      edit {attempted}: start {:.6} edit_proposal {:.2} ms, B {:.2} ms",
+                        since(wall_t),
+                        edited.as_secs_f64() * 1e3,
+                        at.saturating_duration_since(t).as_secs_f64() * 1e3
+                    );
+                }
                 latency.push(at.saturating_duration_since(t).as_secs_f64() * 1e3);
                 in_a_row = 0;
             }
@@ -154,6 +171,12 @@ async fn measure(plan: &Plan, bin: &Path, root: &Path, db_url: &str) -> Result<V
         }
     }
     let wall = t0.elapsed().as_secs_f64();
+    if trace {
+        for (i, dir) in ["inst-1", "inst-2"].iter().enumerate() {
+            let to = format!("target/bench-instance-{}.log", i + 1);
+            let _ = std::fs::copy(root.join(dir).join("server.log"), to);
+        }
+    }
     live_a.stop().await;
     live_b.stop().await;
     // Does B hold A's text once it asks (a one-shot sync on instance 2)?

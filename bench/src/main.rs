@@ -926,7 +926,11 @@ impl Server {
             .args(DEV_FLAG.get().copied().flatten())
             .args(extra)
             .envs(env.iter().copied())
-            .env("RUST_LOG", "info")
+            // Diagnostics: `SOTONG_BENCH_SERVER_LOG=info,sotong_timing=debug`, say.
+            .env(
+                "RUST_LOG",
+                std::env::var("SOTONG_BENCH_SERVER_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(out)

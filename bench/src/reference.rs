@@ -73,6 +73,11 @@ pub async fn phase_reference(plan: &Plan, bin: &Path, root: &Path, hz: f64) -> R
         )?;
         let mut s = summarise(out, hz);
         s["server_log_warnings_errors"] = json!(server.log_lines_containing(&["ERROR", "WARN"])?);
+        if std::env::var_os("SOTONG_BENCH_TRACE").is_some() {
+            // Diagnostics: keep the server's log.
+            let log = root.join("srv-vs-ref").join("server.log");
+            let _ = std::fs::copy(log, "target/bench-reference-sotong.log");
+        }
         s
     };
 

@@ -98,24 +98,50 @@ fn read_uleb(bytes: &[u8]) -> Option<(usize, usize)> {
 /// Refuses, before automerge reads them, chunks whose compressed parts inflate past
 /// [`MAX_INFLATED_BYTES`]; refuses lists of more than [`MAX_OPS`] operations.
 pub fn decode(bytes: &[u8]) -> Result<Vec<Change>, ChunkError> {
+    Ok(decode_within(bytes, MAX_INFLATED_BYTES, MAX_OPS)?.changes)
+}
+
+/// What [`decode_keeping_document`] read.
+pub struct Decoded {
+    /// Every change, as [`decode`] returns them.
+    pub changes: Vec<Change>,
+    /// The document, loaded, when the bytes are exactly one saved document: a caller that
+    /// has nothing yet can take it as it is instead of having automerge load it again (the
+    /// costliest step of receiving a new document).
+    pub document: Option<Automerge>,
+}
+
+/// [`decode`], also keeping the document it loaded when the bytes are one saved document.
+pub fn decode_keeping_document(bytes: &[u8]) -> Result<Decoded, ChunkError> {
     decode_within(bytes, MAX_INFLATED_BYTES, MAX_OPS)
 }
 
-/// [`decode`] with its limits as arguments (tests use small ones).
-fn decode_within(
-    bytes: &[u8],
-    max_inflated: usize,
-    max_ops: usize,
-) -> Result<Vec<Change>, ChunkError> {
-    let chunks = split(bytes)?;
-    // Everything is measured before automerge reads anything.
+/// Checks what [`decode`] checks before automerge reads anything (framing, inflated size,
+/// operation count) without loading the changes: for chunks whose changes the caller already
+/// holds, so that bad input is still refused.
+pub fn check_framing(bytes: &[u8]) -> Result<(), ChunkError> {
+    measure(&split(bytes)?, MAX_INFLATED_BYTES, MAX_OPS)
+}
+
+/// Measures every chunk of a list against the limits.
+fn measure(chunks: &[&[u8]], max_inflated: usize, max_ops: usize) -> Result<(), ChunkError> {
     let (mut budget, mut claimed) = (max_inflated, 0usize);
-    for chunk in &chunks {
+    for chunk in chunks {
         let cost = cost(chunk, budget, max_ops - claimed)?;
         budget -= cost.inflated;
         claimed += cost.ops;
     }
+    Ok(())
+}
+
+/// [`decode_keeping_document`] with its limits as arguments (tests use small ones).
+fn decode_within(bytes: &[u8], max_inflated: usize, max_ops: usize) -> Result<Decoded, ChunkError> {
+    let chunks = split(bytes)?;
+    // Everything is measured before automerge reads anything.
+    measure(&chunks, max_inflated, max_ops)?;
+    let only_one = chunks.len() == 1;
     let mut changes = Vec::new();
+    let mut document = None;
     let mut ops = 0usize;
     for chunk in chunks {
         match chunk[8] {
@@ -124,6 +150,9 @@ fn decode_within(
                 for change in doc.get_changes(&[]) {
                     ops = count_ops(ops, change, max_ops)?;
                     changes.push(change.clone());
+                }
+                if only_one {
+                    document = Some(doc);
                 }
             }
             CHUNK_CHANGE | CHUNK_COMPRESSED_CHANGE => {
@@ -135,7 +164,7 @@ fn decode_within(
             _ => return Err(ChunkError::Malformed("unknown chunk type")),
         }
     }
-    Ok(changes)
+    Ok(Decoded { changes, document })
 }
 
 fn count_ops(so_far: usize, change: &Change, max_ops: usize) -> Result<usize, ChunkError> {
@@ -545,14 +574,47 @@ mod tests {
         assert!(ops >= decode(&saved).unwrap().iter().map(Change::len).sum());
         assert!(decode_within(&saved, MAX_INFLATED_BYTES, ops).is_ok());
         assert_eq!(
-            decode_within(&saved, MAX_INFLATED_BYTES, ops - 1),
+            decode_within(&saved, MAX_INFLATED_BYTES, ops - 1).map(|d| d.changes),
             Err(ChunkError::TooManyOps)
         );
         let mut both = doc.save_after(&heads);
         both.extend(doc.save_after(&heads));
         assert_eq!(
-            decode_within(&both, MAX_INFLATED_BYTES, 1),
+            decode_within(&both, MAX_INFLATED_BYTES, 1).map(|d| d.changes),
             Err(ChunkError::TooManyOps)
+        );
+    }
+
+    #[test]
+    fn one_saved_document_is_kept_loaded() {
+        let mut doc = proposal::create("title", "body", "c").unwrap();
+        let heads = doc.get_heads();
+        proposal::apply(&mut doc, &ProposalEdit::SetCategory("d".into())).unwrap();
+        let saved = doc.save();
+        let kept = decode_keeping_document(&saved).unwrap();
+        let loaded = kept.document.expect("the document, loaded");
+        assert_eq!(loaded.get_heads(), doc.get_heads());
+        assert_eq!(kept.changes.len(), doc.get_changes(&[]).len());
+        // Change chunks, or a document followed by more, are not one document.
+        let changes = doc.save_after(&heads);
+        assert!(decode_keeping_document(&changes)
+            .unwrap()
+            .document
+            .is_none());
+        let mut more = saved.clone();
+        more.extend(&changes);
+        let both = decode_keeping_document(&more).unwrap();
+        assert!(both.document.is_none());
+        assert_eq!(both.changes.len(), kept.changes.len() + 1);
+        // Framing alone: the same verdicts as decoding, for good and bad input.
+        assert_eq!(check_framing(&more), Ok(()));
+        assert_eq!(
+            check_framing(&more[..more.len() - 1]),
+            Err(ChunkError::Malformed("truncated"))
+        );
+        assert_eq!(
+            check_framing(b"junk"),
+            Err(ChunkError::Malformed("bad header"))
         );
     }
 

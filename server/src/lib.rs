@@ -14,6 +14,7 @@ pub mod client_ip;
 pub mod config;
 pub mod documents;
 pub mod error;
+pub mod log_filter;
 pub mod notifier;
 pub mod sos;
 pub mod staff;

@@ -12,7 +12,6 @@ use sotong_server::client_ip::parse_trusted_proxy;
 use sotong_server::staff::admin_cli::{self, AddStaff, AdminError, ExportFormat, PasswordSource};
 use sotong_server::store::open_store;
 use sotong_server::{serve, Config};
-use tracing_subscriber::EnvFilter;
 
 /// Sotong's sync and API server. Without a subcommand it serves; `staff` and `audit` are
 /// administration commands on the same store (--data-dir or --database-url).
@@ -238,9 +237,7 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> MainError {
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(sotong_server::log_filter::from_env())
         .with_writer(std::io::stderr)
         .init();
     let matches = Args::command().get_matches();

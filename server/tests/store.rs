@@ -136,6 +136,7 @@ suite!(
     sos_dispatch_actions_reach_the_phone,
     sos_sms_keys_are_per_device,
     sos_purge_keeps_the_outcome,
+    appends_name_the_chunk_before_them,
 );
 
 fn sha(bytes: &[u8]) -> [u8; 32] {
@@ -275,6 +276,57 @@ async fn concurrent_writers_never_hide_chunks_from_a_reader(b: &dyn Backend) {
         seen.insert(chunk.bytes);
     }
     assert_eq!(seen.len(), 80);
+}
+
+/// A shared store says where each appended chunk landed and which chunk of the document came
+/// just before it, even with two writers at once: the chain an instance applying notified
+/// chunks relies on to see a gap.
+async fn appends_name_the_chunk_before_them(b: &dyn Backend) {
+    let doc = DocumentId::random();
+    let writers: Vec<_> = [b.open().await, b.open().await]
+        .into_iter()
+        .enumerate()
+        .map(|(w, store)| {
+            tokio::spawn(async move {
+                let mut landed = Vec::new();
+                for i in 0..30u32 {
+                    let bytes = format!("w{w}-{i}");
+                    landed.push(
+                        store
+                            .append_chunk(&doc, ChunkKind::Incremental, bytes.as_bytes())
+                            .await
+                            .unwrap(),
+                    );
+                }
+                // Stored already: nothing landed.
+                assert_eq!(
+                    store
+                        .append_chunk(&doc, ChunkKind::Incremental, format!("w{w}-0").as_bytes())
+                        .await
+                        .unwrap(),
+                    None
+                );
+                landed
+            })
+        })
+        .collect();
+    let mut landed = Vec::new();
+    for w in writers {
+        landed.extend(w.await.unwrap());
+    }
+    if !b.open().await.is_shared() {
+        assert!(landed.iter().all(Option::is_none));
+        return;
+    }
+    let mut landed: Vec<_> = landed.into_iter().map(Option::unwrap).collect();
+    landed.sort_by_key(|a| a.seq);
+    let stored = b.open().await.chunks_after(&doc, 0).await.unwrap();
+    assert_eq!(stored.len(), 60);
+    let mut prev = 0;
+    for (a, chunk) in landed.iter().zip(&stored) {
+        assert_eq!((a.seq, a.prev), (chunk.seq, prev));
+        prev = chunk.seq;
+    }
 }
 
 async fn replace_chunks_keeps_unlisted_chunks(b: &dyn Backend) {

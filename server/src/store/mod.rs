@@ -13,6 +13,7 @@ use sotong_core::DocumentId;
 
 use crate::config::Config;
 
+pub mod notice;
 pub mod postgres;
 pub mod sos;
 pub(crate) mod sos_postgres;
@@ -147,13 +148,22 @@ pub trait Store: StaffStore + SosStore + Send + Sync + 'static {
     async fn create_document(&self, meta: &DocumentMeta) -> StoreResult<bool>;
     /// Documents owned by `owner`, oldest first.
     async fn documents_of(&self, owner: AccountId) -> StoreResult<Vec<DocumentMeta>>;
-    /// Appends a chunk; storing the same (document, hash) twice is a no-op.
+    /// Appends a chunk; storing the same (document, hash) twice is a no-op. A shared store
+    /// returns where the chunk landed (`None` if it was already stored); once
+    /// [`Store::announce_chunks`] was called it also tells the other instances, atomically
+    /// with the commit.
     async fn append_chunk(
         &self,
         doc: &DocumentId,
         kind: ChunkKind,
         bytes: &[u8],
-    ) -> StoreResult<()>;
+    ) -> StoreResult<Option<Appended>>;
+    /// From now on, every [`Store::append_chunk`] tells the other instances listening on this
+    /// store about the new chunk, in the same transaction, as sent by `instance`. Returns
+    /// false if this store has no other instances (SQLite).
+    fn announce_chunks(&self, _instance: &str) -> bool {
+        false
+    }
     /// Chunks of `doc` with `seq > after`, in `seq` order.
     async fn chunks_after(&self, doc: &DocumentId, after: i64) -> StoreResult<Vec<StoredChunk>>;
     /// Compaction: stores `snapshot` and deletes exactly the chunks named in `replaced`, in
@@ -290,6 +300,16 @@ pub struct NewDevice<'a> {
     pub token_expires_at: i64,
     /// Unix seconds.
     pub now: i64,
+}
+
+/// Where [`Store::append_chunk`] stored a chunk in a shared store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The chunk's sequence number.
+    pub seq: i64,
+    /// The document's highest sequence number before it (0 if none): an instance that has
+    /// read up to `prev` has every chunk before this one.
+    pub prev: i64,
 }
 
 /// A device and its account.

@@ -26,9 +26,9 @@ use tokio_postgres::Row;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
-    doc_id_from_slice, hash_from_slice, AccountId, ChunkKind, CodeCheck, CodeIssue, CodeLimits,
-    DeviceRef, DocumentMeta, NewCode, NewDevice, Store, StoreError, StoreResult, StoredChunk,
-    TokenOwner,
+    doc_id_from_slice, hash_from_slice, notice, AccountId, Appended, ChunkKind, CodeCheck,
+    CodeIssue, CodeLimits, DeviceRef, DocumentMeta, NewCode, NewDevice, Store, StoreError,
+    StoreResult, StoredChunk, TokenOwner,
 };
 
 /// Migrations, in order: migration `i` (0-based) takes the database to version i + 1.
@@ -80,6 +80,8 @@ pub struct PgStore {
     pool: Pool,
     pg_config: tokio_postgres::Config,
     tls: MakeRustlsConnect,
+    /// This instance's name in chunk notifications, once the feed is on.
+    announce_as: std::sync::OnceLock<String>,
 }
 
 /// Parses a connection URL (or key=value string). libpq's `verify-full` and `verify-ca`
@@ -176,6 +178,7 @@ impl PgStore {
             pool,
             pg_config,
             tls,
+            announce_as: std::sync::OnceLock::new(),
         };
         store.migrate().await?;
         Ok(store)
@@ -250,31 +253,47 @@ fn meta_from_row(row: &Row) -> StoreResult<DocumentMeta> {
 
 /// Inserts a chunk (a no-op if the document already has it) under the document's chunk lock,
 /// held until the transaction ends, so that within a document `seq` order is commit order and
-/// an instance catching up by `seq` never skips a chunk.
+/// an instance catching up by `seq` never skips a chunk. Returns where it landed, `None` if
+/// the document already had it. Statements are prepared once per pooled connection.
 async fn insert_chunk_locked(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     doc: &DocumentId,
     kind: ChunkKind,
     hash: &[u8; 32],
     bytes: &[u8],
-) -> StoreResult<()> {
-    tx.execute(
-        "SELECT pg_advisory_xact_lock($1, $2)",
-        &[&CHUNK_LOCK_SPACE, &chunk_lock_key(doc)],
-    )
-    .await?;
-    tx.execute(
-        "INSERT INTO chunks (doc_id, hash, kind, bytes) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (doc_id, hash) DO NOTHING",
-        &[
-            &doc.as_bytes().as_slice(),
-            &hash.as_slice(),
-            &kind.as_str(),
-            &bytes,
-        ],
-    )
-    .await?;
-    Ok(())
+) -> StoreResult<Option<Appended>> {
+    let lock = tx
+        .prepare_cached("SELECT pg_advisory_xact_lock($1, $2)")
+        .await?;
+    tx.execute(&lock, &[&CHUNK_LOCK_SPACE, &chunk_lock_key(doc)])
+        .await?;
+    // Under the lock every earlier chunk of the document is committed, and this statement's
+    // snapshot (taken after the lock) sees them all, so `prev` is exact.
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO chunks (doc_id, hash, kind, bytes) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (doc_id, hash) DO NOTHING
+             RETURNING seq, (SELECT COALESCE(MAX(seq), 0) FROM chunks WHERE doc_id = $1)",
+        )
+        .await?;
+    let row = tx
+        .query_opt(
+            &insert,
+            &[
+                &doc.as_bytes().as_slice(),
+                &hash.as_slice(),
+                &kind.as_str(),
+                &bytes,
+            ],
+        )
+        .await?;
+    row.map(|r| {
+        Ok(Appended {
+            seq: r.try_get(0)?,
+            prev: r.try_get(1)?,
+        })
+    })
+    .transpose()
 }
 
 fn retry_after(oldest: Option<i64>, window: i64, now: i64) -> i64 {
@@ -348,23 +367,36 @@ impl Store for PgStore {
         doc: &DocumentId,
         kind: ChunkKind,
         bytes: &[u8],
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Option<Appended>> {
         let hash = sha256(bytes);
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
-        insert_chunk_locked(&tx, doc, kind, &hash, bytes).await?;
+        let appended = insert_chunk_locked(&tx, doc, kind, &hash, bytes).await?;
+        if let (Some(at), Some(from)) = (appended, self.announce_as.get()) {
+            // Delivered when (and only if) the transaction commits: no round trip after it.
+            let payload = notice::encode(from, doc, at.prev, at.seq, bytes);
+            let notify = tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
+            tx.execute(&notify, &[&notice::CHANNEL, &payload]).await?;
+        }
         tx.commit().await?;
-        Ok(())
+        Ok(appended)
+    }
+
+    fn announce_chunks(&self, instance: &str) -> bool {
+        let _ = self.announce_as.set(instance.to_owned());
+        true
     }
 
     async fn chunks_after(&self, doc: &DocumentId, after: i64) -> StoreResult<Vec<StoredChunk>> {
         let conn = self.conn().await?;
-        let rows = conn
-            .query(
+        let select = conn
+            .prepare_cached(
                 "SELECT seq, hash, kind, bytes FROM chunks WHERE doc_id = $1 AND seq > $2
                  ORDER BY seq",
-                &[&doc.as_bytes().as_slice(), &after],
             )
+            .await?;
+        let rows = conn
+            .query(&select, &[&doc.as_bytes().as_slice(), &after])
             .await?;
         rows.iter()
             .map(|row| {

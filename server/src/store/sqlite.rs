@@ -311,7 +311,7 @@ impl Store for SqliteStore {
         doc: &DocumentId,
         kind: ChunkKind,
         bytes: &[u8],
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Option<super::Appended>> {
         let (done, committed) = tokio::sync::oneshot::channel();
         let stopped = || StoreError::Task("the SQLite commit thread stopped".into());
         self.appends
@@ -322,7 +322,9 @@ impl Store for SqliteStore {
                 done,
             })
             .map_err(|_| stopped())?;
-        committed.await.map_err(|_| stopped())?
+        committed.await.map_err(|_| stopped())??;
+        // Single-instance: nobody else needs to know where it landed.
+        Ok(None)
     }
 
     async fn chunks_after(&self, doc: &DocumentId, after: i64) -> StoreResult<Vec<StoredChunk>> {

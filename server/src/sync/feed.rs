@@ -1,59 +1,26 @@
-//! Live changes across server instances on one PostgreSQL: after an instance stores a chunk it
-//! sends `NOTIFY sotong_chunks, '<instance>:<document id>'`; every instance `LISTEN`s on a
-//! dedicated connection (reconnecting if it drops) and catches the document up from the store,
-//! which fans the change out to its own peers. The SQLite store is single-instance: no feed.
+//! Live changes across server instances on one PostgreSQL: when an instance stores a chunk,
+//! the same transaction sends `NOTIFY sotong_chunks` (payload: [`notice`], with the chunk
+//! itself when it is small); every instance `LISTEN`s on a dedicated connection (reconnecting
+//! if it drops), applies the chunk if it holds everything before it, or else catches the
+//! document up from the store, and fans the change out to its own peers. The SQLite store is
+//! single-instance: no feed.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use sotong_core::DocumentId;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, Client};
+use tokio_postgres::AsyncMessage;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use crate::store::notice::{self, CHANNEL};
 use crate::store::{postgres, StoreError};
 
 use super::Hub;
 
-/// The notification channel.
-const CHANNEL: &str = "sotong_chunks";
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
-type Shared = Arc<Mutex<Option<Arc<Client>>>>;
-
-/// Tells the other instances that a document has a new chunk.
-pub struct Publisher {
-    instance: String,
-    client: Shared,
-}
-
-impl Publisher {
-    /// Publishes, in the background, that a chunk of `id` was committed. Best effort: an
-    /// instance that misses it catches up on the document's next message, and every
-    /// instance catches up all its documents when its feed reconnects.
-    pub fn publish(&self, id: &DocumentId) {
-        let Some(client) = self
-            .client
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        else {
-            return;
-        };
-        let payload = format!("{}:{id}", self.instance);
-        tokio::spawn(async move {
-            if let Err(e) = client
-                .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
-                .await
-            {
-                tracing::warn!(error = %e, "cannot notify other instances");
-            }
-        });
-    }
-}
 
 /// Starts the feed of `hub` on the PostgreSQL database at `url` (TLS as the store uses it:
 /// `sslmode=require` verifies against the Mozilla roots or `ca_file`); it stops when the hub
@@ -63,14 +30,10 @@ pub fn start(hub: &Arc<Hub>, url: &str, ca_file: Option<&Path>) -> Result<(), St
         config: postgres::parse_url(url)?,
         tls: postgres::tls_connector(ca_file)?,
     };
-    let client: Shared = Arc::default();
     let instance = hub.peer_id().to_owned();
-    hub.set_publisher(Publisher {
-        instance: instance.clone(),
-        client: client.clone(),
-    });
+    hub.announce_chunks();
     let mut closing = hub.closing();
-    let listener = listen(Arc::downgrade(hub), pg, instance, client);
+    let listener = listen(Arc::downgrade(hub), pg, instance);
     tokio::spawn(async move {
         tokio::select! {
             () = listener => {}
@@ -87,14 +50,13 @@ struct Pg {
 }
 
 /// Listens, reconnecting with exponential backoff while the hub exists.
-async fn listen(hub: Weak<Hub>, pg: Pg, instance: String, client: Shared) {
+async fn listen(hub: Weak<Hub>, pg: Pg, instance: String) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match session(&hub, &pg, &instance, &client).await {
+        match session(&hub, &pg, &instance).await {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(e) => tracing::warn!(error = %e, "instance feed failed; reconnecting"),
         }
-        *client.lock().unwrap_or_else(|p| p.into_inner()) = None;
         if hub.strong_count() == 0 {
             return;
         }
@@ -104,12 +66,7 @@ async fn listen(hub: Weak<Hub>, pg: Pg, instance: String, client: Shared) {
 }
 
 /// One LISTEN connection, until it drops.
-async fn session(
-    hub: &Weak<Hub>,
-    pg: &Pg,
-    instance: &str,
-    shared: &Shared,
-) -> Result<(), tokio_postgres::Error> {
+async fn session(hub: &Weak<Hub>, pg: &Pg, instance: &str) -> Result<(), tokio_postgres::Error> {
     let (client, mut connection) = pg.config.connect(pg.tls.clone()).await?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     // The connection must be polled for queries to progress; notifications go to `rx`.
@@ -131,23 +88,23 @@ async fn session(
         }
     });
     client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
-    *shared.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(client));
     tracing::info!("listening for other instances' changes");
     // Whatever changed while this instance was not listening.
     if let Some(hub) = hub.upgrade() {
         hub.catch_up_all().await;
     }
     while let Some(payload) = rx.recv().await {
-        let Some((from, id)) = payload.split_once(':') else {
+        let Some(notice) = notice::parse(&payload) else {
             continue;
         };
-        if from == instance {
+        if notice.from == instance {
             continue;
         }
-        let (Ok(id), Some(hub)) = (id.parse::<DocumentId>(), hub.upgrade()) else {
-            continue;
+        tracing::debug!(target: "sotong_timing", doc = %notice.id, "notification in");
+        let Some(hub) = hub.upgrade() else {
+            break;
         };
-        tokio::spawn(async move { hub.remote_change(id).await });
+        tokio::spawn(async move { hub.remote_change(notice.id, Some(notice)).await });
     }
     driver.abort();
     Ok(())

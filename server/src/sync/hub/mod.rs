@@ -21,6 +21,7 @@ use sotong_core::DocumentId;
 
 use super::link::Link;
 use crate::config::SyncLimits;
+use crate::store::notice::Notice;
 use crate::store::{AccountId, Store, StoreError};
 use registry::Registry;
 use slots::Slots;
@@ -75,8 +76,6 @@ pub struct Hub {
     registry: Registry,
     /// Becomes true when the server shuts down; every connection then closes.
     closing: tokio::sync::watch::Sender<bool>,
-    /// Tells other instances about stored chunks (PostgreSQL only).
-    feed: std::sync::OnceLock<super::feed::Publisher>,
 }
 
 impl Hub {
@@ -91,7 +90,6 @@ impl Hub {
             limits,
             registry: Registry::default(),
             closing: tokio::sync::watch::Sender::new(false),
-            feed: std::sync::OnceLock::new(),
         }
     }
 
@@ -188,16 +186,18 @@ impl Hub {
         self.registry.connections()
     }
 
-    pub(super) fn set_publisher(&self, publisher: super::feed::Publisher) {
-        let _ = self.feed.set(publisher);
+    /// Has the store tell the other instances about every chunk this one stores.
+    pub(super) fn announce_chunks(&self) {
+        self.store.announce_chunks(&self.server_peer_id);
     }
 
-    /// Another instance stored a chunk of `id`: catch up and tell this instance's peers.
-    pub async fn remote_change(&self, id: DocumentId) {
+    /// Another instance stored a chunk of `id` (described by `notice`, if known): catch up
+    /// and tell this instance's peers.
+    pub async fn remote_change(&self, id: DocumentId, notice: Option<Notice>) {
         if !self.slots.contains(&id) && !self.registry.is_watched(&id) {
             return;
         }
-        if let Err(e) = self.catch_up_remote(&id).await {
+        if let Err(e) = self.catch_up_remote(&id, notice).await {
             tracing::warn!(doc = %id, error = %e, "cannot catch up with another instance");
         }
         self.slots.evict_over_budget();
@@ -206,7 +206,7 @@ impl Hub {
     /// Catches every loaded document up with the store (after the feed missed notifications).
     pub async fn catch_up_all(&self) {
         for id in self.slots.ids() {
-            self.remote_change(id).await;
+            self.remote_change(id, None).await;
         }
     }
 }

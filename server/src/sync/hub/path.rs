@@ -11,6 +11,7 @@ use sotong_core::{changes, DocumentId};
 
 use super::slots::{Held, Loaded, Peer};
 use super::{codes, ConnId, Hub, HubError, Replies, Requester};
+use crate::store::notice::Notice;
 use crate::store::{AccountId, ChunkKind, DocumentMeta, StoreError};
 
 /// How a stage ends a message early.
@@ -39,6 +40,9 @@ type Step<T> = Result<T, Exit>;
 struct Decoded {
     message: sync::Message,
     incoming: Vec<Change>,
+    /// The sender's whole document, loaded, when the message carries exactly that (automerge
+    /// sends it to a peer that has nothing yet).
+    document: Option<Automerge>,
 }
 
 /// Builds the answers to one message.
@@ -119,18 +123,35 @@ impl Hub {
     }
 
     async fn run(&self, a: &Answer<'_>, msg: &DocMessage) -> Step<Replies> {
-        let decoded = decode(a, msg)?;
+        tracing::debug!(target: "sotong_timing", doc = %a.id, "message in");
+        let message = parse(a, msg)?;
         let mut held = self.slots.lock(&a.id).await;
+        let holds = held
+            .loaded_mut()
+            .filter(|l| l.meta.owner == a.who.account)
+            .map(|l| &l.doc);
+        let decoded = decode(a, message, holds)?;
         let created = self.open(a, &mut held, &decoded).await?;
         self.catch_up(&a.id, loaded(&mut held)?).await?;
-        let fresh = check(a, loaded(&mut held)?, decoded.incoming)?;
+        tracing::debug!(target: "sotong_timing", doc = %a.id, "caught up");
+        let fresh = if created && loaded(&mut held)?.doc.get_heads().is_empty() {
+            // `create` checked these very changes against this same empty document.
+            decoded.incoming
+        } else {
+            check(a, loaded(&mut held)?, decoded.incoming)?
+        };
         let bytes: Vec<u8> = fresh.iter().flat_map(|c| c.raw_bytes().to_vec()).collect();
         let owner = loaded(&mut held)?.meta.owner;
         self.check_quota(a, owner, bytes.len()).await?;
         let before = loaded(&mut held)?.doc.get_heads();
-        self.apply(a, &mut held, decoded.message, &before)?;
+        let known = Known {
+            document: decoded.document,
+            nothing_new: fresh.is_empty(),
+        };
+        self.apply(a, &mut held, decoded.message, known, &before)?;
         check_result(a, &mut held, &before)?;
         self.store(&a.id, &mut held, &fresh, bytes).await?;
+        tracing::debug!(target: "sotong_timing", doc = %a.id, "stored");
         held.touch();
         Ok(self.respond(a, loaded(&mut held)?, created, &before).await)
     }
@@ -233,6 +254,7 @@ impl Hub {
         a: &Answer<'_>,
         held: &mut Held<'_>,
         message: sync::Message,
+        known: Known,
         before: &[ChangeHash],
     ) -> Step<()> {
         let loaded = loaded(held)?;
@@ -244,7 +266,25 @@ impl Hub {
         let Some(peer) = peers.get_mut(&a.who.conn) else {
             return Err(a.unavailable(None));
         };
-        if let Err(e) = doc.receive_sync_message(&mut peer.state, message) {
+        let received = match known.document {
+            // The sender's whole document (its new changes checked above), holding all this
+            // one holds (a new document, or automerge-repo sending it whole again before it
+            // heard back): take the copy the decode stage loaded, rather than have automerge
+            // load it a second time.
+            Some(whole) if before.iter().all(|h| whole.get_change_by_hash(h).is_some()) => {
+                *doc = whole;
+                receive_applied(doc, &mut peer.state, message, before);
+                Ok(())
+            }
+            // Changes the document already has (a peer resending its whole document, say):
+            // automerge need not parse them again.
+            _ if known.nothing_new => {
+                receive_applied(doc, &mut peer.state, message, before);
+                Ok(())
+            }
+            _ => doc.receive_sync_message(&mut peer.state, message),
+        };
+        if let Err(e) = received {
             // Part of the message may have been applied: drop the in-memory copy, so the next
             // message reloads the document from the store (its peers stay watchers).
             held.discard();
@@ -270,24 +310,28 @@ impl Hub {
         if fresh.is_empty() {
             return Ok(());
         }
-        if let Err(e) = self
+        let appended = match self
             .store
             .append_chunk(id, ChunkKind::Incremental, &bytes)
             .await
         {
-            held.discard();
-            return Err(Exit::Fail(e.into()));
-        }
+            Ok(a) => a,
+            Err(e) => {
+                held.discard();
+                return Err(Exit::Fail(e.into()));
+            }
+        };
         let loaded = loaded(held)?;
+        // Read up to just before it: then also up to it (else the next catch-up reads it).
+        if let Some(at) = appended.filter(|at| at.prev == loaded.last_seq) {
+            loaded.last_seq = at.seq;
+        }
         loaded.chunk_hashes.push(sotong_core::hash::sha256(&bytes));
         loaded.ops += fresh.iter().map(|c| c.len()).sum::<usize>();
         loaded.changes += fresh.len();
         loaded.incremental_bytes += bytes.len();
         self.registry
             .add_usage(loaded.meta.owner, 0, bytes.len() as u64);
-        if let Some(feed) = self.feed.get() {
-            feed.publish(id);
-        }
         Ok(())
     }
 
@@ -371,17 +415,37 @@ impl Hub {
                 loaded.incremental_bytes += chunk.bytes.len();
             }
         }
+        tracing::debug!(target: "sotong_timing", doc = %id, "chunks read");
         if loaded.doc.get_heads() != before {
             loaded.recount();
             self.fan_out(id, loaded, ConnId::MAX);
+            tracing::debug!(target: "sotong_timing", doc = %id, "fanned out");
         }
         Ok(())
     }
 
-    /// A notification from another instance: catch the document up (loading it if a
-    /// connection here watches it) and fan out.
-    pub(super) async fn catch_up_remote(&self, id: &DocumentId) -> Result<(), HubError> {
+    /// A notification from another instance: apply the chunk it carries if this instance
+    /// holds every chunk before it, else catch the document up from the store (loading it if
+    /// a connection here watches it); fan out.
+    pub(super) async fn catch_up_remote(
+        &self,
+        id: &DocumentId,
+        notice: Option<Notice>,
+    ) -> Result<(), HubError> {
         let mut held = self.slots.lock(id).await;
+        if let (Some(loaded), Some(n)) = (held.loaded_mut(), notice) {
+            if n.seq <= loaded.last_seq {
+                // Already read (notifications can be handled out of order).
+                return Ok(());
+            }
+            match n.bytes {
+                Some(bytes) if n.prev == loaded.last_seq => {
+                    return self.apply_remote_chunk(id, loaded, n.seq, bytes);
+                }
+                // A gap, or a chunk too large to travel along: read the store.
+                _ => {}
+            }
+        }
         if held.is_empty() {
             let Some(meta) = self.store.document(id).await? else {
                 return Ok(());
@@ -396,6 +460,37 @@ impl Hub {
             Some(loaded) => self.catch_up(id, loaded).await,
             None => Ok(()),
         }
+    }
+
+    /// Applies a chunk another instance stored at `seq`, right after every chunk this
+    /// instance has read, and fans the change out.
+    fn apply_remote_chunk(
+        &self,
+        id: &DocumentId,
+        loaded: &mut Loaded,
+        seq: i64,
+        bytes: Vec<u8>,
+    ) -> Result<(), HubError> {
+        let hash = sotong_core::hash::sha256(&bytes);
+        if loaded.chunk_hashes.contains(&hash) {
+            loaded.last_seq = seq;
+            return Ok(());
+        }
+        let before = loaded.doc.get_heads();
+        loaded
+            .doc
+            .load_incremental(&bytes)
+            .map_err(|e| HubError::Corrupt(e.to_string()))?;
+        loaded.last_seq = seq;
+        loaded.chunk_hashes.push(hash);
+        loaded.incremental_bytes += bytes.len();
+        tracing::debug!(target: "sotong_timing", doc = %id, "chunk applied");
+        if loaded.doc.get_heads() != before {
+            loaded.recount();
+            self.fan_out(id, loaded, ConnId::MAX);
+            tracing::debug!(target: "sotong_timing", doc = %id, "fanned out");
+        }
+        Ok(())
     }
 
     /// Loads a document from its chunks; the connections watching it become its peers.
@@ -454,23 +549,103 @@ impl Hub {
     }
 }
 
-/// Decode: the automerge sync message and the changes it carries.
-fn decode(a: &Answer<'_>, msg: &DocMessage) -> Step<Decoded> {
-    let message = sync::Message::decode(&msg.data).map_err(|_| {
+/// What the stages before `apply` learnt about a message's changes.
+struct Known {
+    /// The sender's whole document, loaded by the decode stage.
+    document: Option<Automerge>,
+    /// The document already has every change the message carries.
+    nothing_new: bool,
+}
+
+/// Receives `message` as `receive_sync_message` does, when `doc` already holds every change
+/// it carries (`before`: the heads `doc` had before they were added): the peer's sync state
+/// ends as automerge 0.6.1 leaves it, without automerge parsing the changes again.
+fn receive_applied(
+    doc: &mut Automerge,
+    state: &mut sync::State,
+    mut message: sync::Message,
+    before: &[ChangeHash],
+) {
+    if message.changes.is_empty() {
+        // Nothing to spare: exactly what automerge does.
+        let _ = doc.receive_sync_message(state, message);
+        return;
+    }
+    // With changes, automerge first advances the shared heads over what they added, and
+    // leaves `last_sent_heads` alone (a changeless message with our heads would set it).
+    state.shared_heads = advance_heads(before, &doc.get_heads(), &state.shared_heads);
+    let last_sent = state.last_sent_heads.clone();
+    message.changes = sync::ChunkList::empty();
+    // Without changes to apply, receiving cannot fail.
+    let _ = doc.receive_sync_message(state, message);
+    state.last_sent_heads = last_sent;
+}
+
+/// automerge 0.6.1's `sync::advance_heads` (private there): our new heads, plus the shared
+/// heads that are still heads, sorted.
+fn advance_heads(old: &[ChangeHash], new: &[ChangeHash], shared: &[ChangeHash]) -> Vec<ChangeHash> {
+    let mut heads: Vec<ChangeHash> = new
+        .iter()
+        .filter(|h| !old.contains(h))
+        .chain(shared.iter().filter(|h| new.contains(h)))
+        .copied()
+        .collect();
+    heads.sort();
+    heads.dedup();
+    heads
+}
+
+/// Decode, first step: the automerge sync message.
+fn parse(a: &Answer<'_>, msg: &DocMessage) -> Step<sync::Message> {
+    sync::Message::decode(&msg.data).map_err(|_| {
         a.reject(
             schema_codes::UNREADABLE,
             "not an automerge sync message".into(),
             Vec::new(),
         )
-    })?;
+    })
+}
+
+/// Decode: the changes `message` carries. When the requester's document is loaded (`holds`)
+/// and already has every head the sender has, the changes are all known: they are checked
+/// for framing and limits but not loaded (peers resend whole documents they have sent).
+fn decode(a: &Answer<'_>, message: sync::Message, holds: Option<&Automerge>) -> Step<Decoded> {
+    let known = |doc: &Automerge| {
+        !message.heads.is_empty()
+            && message
+                .heads
+                .iter()
+                .all(|h| doc.get_change_by_hash(h).is_some())
+    };
+    if holds.is_some_and(known) {
+        for chunk in message.changes.iter() {
+            if let Err(e) = changes::check_framing(chunk) {
+                return Err(a.reject(e.code(), e.to_string(), Vec::new()));
+            }
+        }
+        return Ok(Decoded {
+            message,
+            incoming: Vec::new(),
+            document: None,
+        });
+    }
+    let only_one = message.changes.len() == 1;
     let mut incoming = Vec::new();
+    let mut document = None;
     for chunk in message.changes.iter() {
-        match changes::decode(chunk) {
-            Ok(c) => incoming.extend(c),
+        match changes::decode_keeping_document(chunk) {
+            Ok(d) => {
+                incoming.extend(d.changes);
+                document = d.document.filter(|_| only_one);
+            }
             Err(e) => return Err(a.reject(e.code(), e.to_string(), Vec::new())),
         }
     }
-    Ok(Decoded { message, incoming })
+    Ok(Decoded {
+        message,
+        incoming,
+        document,
+    })
 }
 
 /// Check: the changes the document does not have yet, if the schema and the writer's rights
@@ -501,4 +676,130 @@ fn check_result(a: &Answer<'_>, held: &mut Held<'_>, before: &[ChangeHash]) -> S
 /// together exceed them.
 fn document_limits(doc: &Automerge) -> Result<(), Rejection> {
     sotong_core::schema::validate::check_limits(doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use sotong_core::schema::proposal::{self, ProposalEdit, TextField};
+
+    use super::*;
+
+    /// Everything a sync state holds that steers the next message, and that message.
+    fn outcome(doc: &Automerge, state: &mut sync::State) -> (String, Option<Vec<u8>>) {
+        let seen = format!(
+            "{:?} {:?} {:?} {:?} {:?} {} {}",
+            state.shared_heads,
+            state.last_sent_heads,
+            state.their_heads,
+            state.their_need,
+            state.sent_hashes,
+            state.in_flight,
+            state.have_responded
+        );
+        (seen, doc.generate_sync_message(state).map(|m| m.encode()))
+    }
+
+    /// A message from `peer` (whose state toward the server is `state`) after the server
+    /// answered with `server`'s first message.
+    fn exchange(
+        server: &Automerge,
+        peer: &mut Automerge,
+        state: &mut sync::State,
+    ) -> (sync::Message, sync::State) {
+        let mut server_state = sync::State::new();
+        let first = server.generate_sync_message(&mut server_state).unwrap();
+        peer.receive_sync_message(state, first).unwrap();
+        (peer.generate_sync_message(state).unwrap(), server_state)
+    }
+
+    #[test]
+    fn a_whole_new_document_taken_as_loaded_leaves_the_same_sync_state() {
+        let mut peer = proposal::create("title", &"본문 ".repeat(500), "c").unwrap();
+        let (message, server_state) =
+            exchange(&Automerge::new(), &mut peer, &mut sync::State::new());
+        assert_eq!(message.changes.len(), 1);
+        let decoded =
+            changes::decode_keeping_document(message.changes.iter().next().unwrap()).unwrap();
+        let whole = decoded
+            .document
+            .expect("automerge sends a new document whole");
+
+        let (mut by_automerge, mut state_a) = (Automerge::new(), server_state.clone());
+        by_automerge
+            .receive_sync_message(&mut state_a, message.clone())
+            .unwrap();
+        let (mut taken, mut state_b) = (whole, server_state);
+        receive_applied(&mut taken, &mut state_b, message, &[]);
+
+        assert_eq!(taken.get_heads(), by_automerge.get_heads());
+        assert_eq!(
+            outcome(&by_automerge, &mut state_a),
+            outcome(&taken, &mut state_b)
+        );
+    }
+
+    #[test]
+    fn a_whole_document_holding_more_leaves_the_same_document_and_sync_state() {
+        let mut peer = proposal::create("title", &"본문 ".repeat(500), "c").unwrap();
+        let mut server = Automerge::new();
+        server
+            .apply_changes(peer.get_changes(&[]).into_iter().cloned())
+            .unwrap();
+        proposal::apply(&mut peer, &ProposalEdit::insert(TextField::Body, 3, "x")).unwrap();
+        // The peer has not heard from the server yet: it sends its whole document.
+        let (message, server_state) =
+            exchange(&Automerge::new(), &mut peer, &mut sync::State::new());
+        let decoded =
+            changes::decode_keeping_document(message.changes.iter().next().unwrap()).unwrap();
+        let whole = decoded.document.expect("sent whole");
+        let before = server.get_heads();
+        assert!(before.iter().all(|h| whole.get_change_by_hash(h).is_some()));
+
+        let (mut by_automerge, mut state_a) = (server, server_state.clone());
+        by_automerge
+            .receive_sync_message(&mut state_a, message.clone())
+            .unwrap();
+        let (mut taken, mut state_b) = (whole, server_state);
+        receive_applied(&mut taken, &mut state_b, message, &before);
+
+        assert_eq!(taken.get_heads(), by_automerge.get_heads());
+        assert_eq!(
+            proposal::read(&taken).unwrap(),
+            proposal::read(&by_automerge).unwrap()
+        );
+        assert_eq!(
+            outcome(&by_automerge, &mut state_a),
+            outcome(&taken, &mut state_b)
+        );
+    }
+
+    #[test]
+    fn changes_already_held_leave_the_same_sync_state() {
+        let mut peer = proposal::create("title", "body", "c").unwrap();
+        let mut server = Automerge::new();
+        server
+            .apply_changes(peer.get_changes(&[]).into_iter().cloned())
+            .unwrap();
+        proposal::apply(&mut peer, &ProposalEdit::insert(TextField::Body, 0, "x")).unwrap();
+        server
+            .apply_changes(peer.get_changes(&[]).into_iter().cloned())
+            .unwrap();
+        // The peer thinks the server has nothing, so it sends everything again.
+        let (message, server_state) =
+            exchange(&Automerge::new(), &mut peer, &mut sync::State::new());
+        assert!(!message.changes.is_empty());
+        let before = server.get_heads();
+
+        let (mut by_automerge, mut state_a) = (server.clone(), server_state.clone());
+        by_automerge
+            .receive_sync_message(&mut state_a, message.clone())
+            .unwrap();
+        let (mut spared, mut state_b) = (server, server_state);
+        receive_applied(&mut spared, &mut state_b, message, &before);
+
+        assert_eq!(
+            outcome(&by_automerge, &mut state_a),
+            outcome(&spared, &mut state_b)
+        );
+    }
 }
