@@ -63,6 +63,7 @@ impl Server {
         config.clock = Arc::new(clock.clone());
         config.sos.sms_gateway_secret = Some(SMS_SECRET.to_vec());
         config.sos.sms_gateway_number = Some("+8210555000112".into());
+        config.sos.feed_heartbeat = Duration::from_millis(50);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let handle = serve(listener, config.clone()).await.unwrap();
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -270,6 +271,25 @@ impl SseReader {
                     return Sse { id, event, data };
                 }
                 continue; // a heartbeat comment
+            }
+            let chunk = tokio::time::timeout(GUARD, self.res.chunk())
+                .await
+                .expect("the feed went silent")
+                .unwrap()
+                .expect("the feed ended");
+            self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+
+    /// Waits for a heartbeat comment.
+    async fn heartbeat(&mut self) {
+        loop {
+            if self
+                .buf
+                .lines()
+                .any(|l| l.starts_with(':') && l.contains("heartbeat"))
+            {
+                return;
             }
             let chunk = tokio::time::timeout(GUARD, self.res.chunk())
                 .await
@@ -594,6 +614,8 @@ async fn feed_scoped(backend: Backend) {
     assert_eq!(s.feed(&officer, None).await.status(), StatusCode::FORBIDDEN);
 
     let mut seoul_feed = SseReader::new(s.feed(&seoul, None).await);
+    // An idle feed sends heartbeat comments.
+    seoul_feed.heartbeat().await;
     let mut busan_feed = SseReader::new(s.feed(&busan, None).await);
     let mut all_feed = SseReader::new(s.feed(&all, None).await);
     let now = s.now_ms();
