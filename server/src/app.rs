@@ -39,7 +39,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ready))
         .merge(api)
         .merge(sync::router())
-        .merge(sos::router())
+        .merge(sos::router().layer(DefaultBodyLimit::max(state.config.max_json_body)))
         .merge(staff::access::staff_router().into_router(state.clone()))
         .fallback(not_found)
         .layer(middleware::from_fn(log_requests))

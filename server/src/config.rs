@@ -79,6 +79,8 @@ pub struct SosConfig {
     pub retention_days: u32,
     /// How often the purge runs.
     pub purge_interval: Duration,
+    /// How often an idle dispatcher feed sends a heartbeat comment.
+    pub feed_heartbeat: Duration,
 }
 
 impl Default for SosConfig {
@@ -90,6 +92,7 @@ impl Default for SosConfig {
             sms_gateway_number: None,
             retention_days: 30,
             purge_interval: Duration::from_secs(3600),
+            feed_heartbeat: Duration::from_secs(15),
         }
     }
 }

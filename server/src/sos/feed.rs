@@ -2,8 +2,8 @@
 //! in the dispatcher's grants only (scope `all`: every region, unrouted included), each with
 //! `id:` = the store-wide event id and `event:` = its kind (`incident`, `fix`, `state`,
 //! `message`, `note`); `Last-Event-ID` (or `?after=`) resumes after that id, replaying from
-//! the store, so a reconnect misses nothing. A comment every 15 s keeps proxies from closing
-//! it. The store is the source of truth: the feed wakes on [`super::SosHub`] (local writes
+//! the store, so a reconnect misses nothing. A comment every 15 s
+//! (`SosConfig::feed_heartbeat`) keeps proxies from closing it. The store is the source of truth: the feed wakes on [`super::SosHub`] (local writes
 //! and, on PostgreSQL, other instances' through [`super::listener`]) and reads by id.
 
 use std::collections::VecDeque;
@@ -28,8 +28,6 @@ use crate::staff::Role;
 use crate::state::AppState;
 use crate::store::SosEvent;
 
-/// Heartbeat comment interval.
-pub const HEARTBEAT: Duration = Duration::from_secs(15);
 /// Events read from the store at a time.
 const PAGE: u32 = 500;
 
@@ -67,6 +65,7 @@ pub async fn feed(
         .detail(json!({ "after": after, "regions": visible })),
     )
     .await;
+    let heartbeat = state.config.sos.feed_heartbeat;
     let feed = Feed {
         changed: state.sos.subscribe(),
         closing: state.sos.closing(),
@@ -79,7 +78,7 @@ pub async fn feed(
         let event = feed.next().await?;
         Some((Ok(event), feed))
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat")))
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(heartbeat).text("heartbeat")))
 }
 
 struct Feed {

@@ -1,6 +1,7 @@
-//! [`SosStore`] on PostgreSQL. Every SOS write takes one transaction-scoped advisory lock,
-//! so event ids commit in id order (a feed reading "id > last" never skips one, on any
-//! instance) and an incident's owner is decided once.
+//! [`SosStore`] on PostgreSQL. Beacons are stored under a transaction-scoped advisory lock
+//! per incident (its owner, beacons and `up_to_seq` are decided once); every append to the
+//! event log takes one store-wide advisory lock held to the commit, so event ids commit in
+//! id order and a feed reading "id > last" never skips one, on any instance.
 
 use async_trait::async_trait;
 use sotong_core::sos::{IncidentId, ReportedState, ServerEvent};
@@ -16,6 +17,14 @@ use super::{DeviceRef, PgStore, StoreError, StoreResult};
 
 /// Advisory lock of SOS writes ("SOT" + a number, as in `postgres.rs`).
 const SOS_LOCK: i64 = 0x534f_5407;
+/// First key of the two-key advisory lock taken per incident; the second is from its id.
+const INCIDENT_LOCK_SPACE: i32 = 0x534f_5408;
+
+fn incident_lock_key(id: &IncidentId) -> i32 {
+    let b = id.as_bytes();
+    i32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
 /// Notified (on commit) by every SOS write: other instances' feeds and long-polls wake up
 /// (`crate::sos::listener`).
 pub const SOS_CHANNEL: &str = "sotong_sos";
@@ -136,9 +145,24 @@ impl SosStore for PgStore {
     ) -> StoreResult<SosIngest> {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SOS_LOCK])
+        // Each incident of the batch under its own lock (in a fixed order: no deadlock), so
+        // that owner, beacons and up_to_seq are decided once; the store-wide lock is taken
+        // only to append the events and commit (see the module comment).
+        let mut locks: Vec<i32> = beacons
+            .iter()
+            .map(|rb| incident_lock_key(&rb.beacon.incident))
+            .collect();
+        locks.sort_unstable();
+        locks.dedup();
+        for key in locks {
+            tx.execute(
+                "SELECT pg_advisory_xact_lock($1, $2)",
+                &[&INCIDENT_LOCK_SPACE, &key],
+            )
             .await?;
+        }
         let mut order: Vec<IncidentId> = Vec::new();
+        let mut pending = Vec::new();
         for rb in beacons {
             let b = &rb.beacon;
             let id_bytes = b.incident.as_bytes().as_slice();
@@ -223,7 +247,7 @@ impl SosStore for PgStore {
             .await?;
             let after = must_load(&*tx, &b.incident).await?;
             for (kind, body, phone) in beacon_events(before.as_ref(), &after, b) {
-                append_event(&*tx, &after, kind, &body, phone.as_ref(), now).await?;
+                pending.push((after.clone(), kind, body, phone));
             }
         }
         let mut acked = Vec::with_capacity(order.len());
@@ -263,7 +287,14 @@ impl SosStore for PgStore {
                     .map_err(|_| StoreError::Corrupt("sos up_to_seq".into()))?,
             });
         }
-        notify(&*tx).await?;
+        if !pending.is_empty() {
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SOS_LOCK])
+                .await?;
+            for (incident, kind, body, phone) in &pending {
+                append_event(&*tx, incident, kind, body, phone.as_ref(), now).await?;
+            }
+            notify(&*tx).await?;
+        }
         tx.commit().await?;
         Ok(SosIngest::Stored(acked))
     }
@@ -389,6 +420,12 @@ impl SosStore for PgStore {
     ) -> StoreResult<Option<SosEvent>> {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
+        // The incident's lock, then the store-wide one: the order ingest takes them in.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1, $2)",
+            &[&INCIDENT_LOCK_SPACE, &incident_lock_key(id)],
+        )
+        .await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SOS_LOCK])
             .await?;
         let Some(before) = load_incident(&*tx, id).await? else {
