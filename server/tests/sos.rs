@@ -388,6 +388,15 @@ async fn beacons_stored_once(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+
+    // A phone whose clock runs two hours ahead, then one reset to 2001: still located.
+    let mut ahead = beacon(&id, 4, "active", SEOUL, now);
+    ahead["fix"]["time_ms"] = json!(now + 2 * 3_600_000);
+    let mut reset = beacon(&id, 5, "active", SEOUL, now);
+    reset["fix"]["time_ms"] = json!(978_307_200_000_i64);
+    let (status, a) = s.beacons(&phone, vec![ahead, reset]).await;
+    assert_eq!(status, StatusCode::OK, "{a}");
+    assert_eq!(up_to(&a, &id), 5);
     s.stop().await;
 }
 

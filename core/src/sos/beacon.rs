@@ -196,11 +196,21 @@ pub enum BeaconError {
 impl Beacon {
     /// Checks the beacon; `now_ms` is the checking side's clock.
     pub fn validate(&self, now_ms: i64) -> Result<(), BeaconError> {
+        if let Some(fix) = &self.fix {
+            fix.validate(now_ms)?;
+        }
+        self.validate_received()
+    }
+
+    /// Checks a beacon as the server receives it: everything but the fix's time, which a
+    /// phone with a wrong clock may get wrong ([`Fix::validate_position`]). A person in
+    /// danger is never refused for their phone's clock.
+    pub fn validate_received(&self) -> Result<(), BeaconError> {
         if self.seq == 0 {
             return Err(BeaconError::SeqZero);
         }
         if let Some(fix) = &self.fix {
-            fix.validate(now_ms)?;
+            fix.validate_position()?;
         }
         if let Some(Reply::Text(text)) = &self.reply {
             check_text(text, MAX_REPLY_CHARS)?;

@@ -124,6 +124,20 @@ pub enum FixError {
 impl Fix {
     /// Checks every field; `now_ms` is the checking side's clock (for the time of fix).
     pub fn validate(&self, now_ms: i64) -> Result<(), FixError> {
+        self.validate_position()?;
+        if self.time_ms < MIN_FIX_TIME_MS {
+            return Err(FixError::TimeTooOld);
+        }
+        if self.time_ms > now_ms.saturating_add(MAX_FUTURE_SKEW_MS) {
+            return Err(FixError::TimeInFuture);
+        }
+        Ok(())
+    }
+
+    /// Checks every field but the time of fix. The server checks a received fix this way: a
+    /// phone whose clock is wrong must still be located, so its time is recorded, never
+    /// refused (the server keeps its own time of receipt).
+    pub fn validate_position(&self) -> Result<(), FixError> {
         finite("lat", self.lat)?;
         finite("lon", self.lon)?;
         finite("accuracy_m", self.accuracy_m)?;
@@ -153,12 +167,6 @@ impl Fix {
             if !(0.0..360.0).contains(&heading) {
                 return Err(FixError::Heading);
             }
-        }
-        if self.time_ms < MIN_FIX_TIME_MS {
-            return Err(FixError::TimeTooOld);
-        }
-        if self.time_ms > now_ms.saturating_add(MAX_FUTURE_SKEW_MS) {
-            return Err(FixError::TimeInFuture);
         }
         if self.battery_pct.is_some_and(|b| b > 100) {
             return Err(FixError::Battery);

@@ -167,11 +167,11 @@ pub fn encode(
     Ok(text)
 }
 
-/// Reads a text and checks its MAC with the key `key_lookup` finds for its key id;
-/// `now_ms` checks the fix's time. Refuses anything forged, altered, truncated or malformed.
+/// Reads a text and checks its MAC with the key `key_lookup` finds for its key id. Refuses
+/// anything forged, altered, truncated or malformed; the fix's time is kept as sent, never
+/// refused ([`Fix::validate_position`]).
 pub fn decode_verified(
     text: &str,
-    now_ms: i64,
     key_lookup: impl FnOnce(u32) -> Option<SmsKey>,
 ) -> Result<SmsBeacon, SmsError> {
     if text.len() > MAX_SMS_CHARS {
@@ -241,7 +241,8 @@ pub fn decode_verified(
         method,
         battery_pct: battery,
     };
-    fix.validate(now_ms)?;
+    // The phone's clock may be wrong; a person in danger is located all the same.
+    fix.validate_position()?;
     Ok(SmsBeacon {
         key_id,
         incident,
@@ -426,7 +427,7 @@ mod tests {
             for method in FixMethod::ALL {
                 let fix = Fix { method, ..seoul() };
                 let text = encode(&fix, &incident, 12, state, 9, &key(), NOW).unwrap();
-                let got = decode_verified(&text, NOW, lookup).unwrap();
+                let got = decode_verified(&text, lookup).unwrap();
                 assert_eq!(
                     (got.key_id, got.incident, got.seq, got.state),
                     (9, incident, 12, state)
@@ -462,7 +463,7 @@ mod tests {
         .unwrap();
         assert!(!text.contains("ba="));
         assert!(text.contains(";lt=-33.86882;lg=-0.00000;"), "{text}");
-        let got = decode_verified(&text, NOW, lookup).unwrap();
+        let got = decode_verified(&text, lookup).unwrap();
         assert_eq!(got.fix.battery_pct, None);
         assert_eq!(got.state, ReportedState::Duress);
     }
@@ -502,13 +503,13 @@ mod tests {
         for t in [&t, &long] {
             assert!(t.chars().all(|c| GSM7_BASIC.contains(c)), "{t}");
         }
-        decode_verified(&long, NOW, |_| Some(key())).unwrap();
+        decode_verified(&long, |_| Some(key())).unwrap();
     }
 
     #[test]
     fn every_changed_character_is_refused() {
         let t = text();
-        decode_verified(&t, NOW, lookup).unwrap();
+        decode_verified(&t, lookup).unwrap();
         let alphabet: Vec<char> = (0x20u8..0x7f).map(char::from).collect();
         let mut tried = 0;
         for (i, original) in t.char_indices() {
@@ -520,7 +521,7 @@ mod tests {
                 forged.replace_range(i..i + 1, c.encode_utf8(&mut [0; 4]));
                 tried += 1;
                 assert!(
-                    decode_verified(&forged, NOW, lookup).is_err(),
+                    decode_verified(&forged, lookup).is_err(),
                     "accepted with {c:?} at {i}: {forged}"
                 );
             }
@@ -534,17 +535,11 @@ mod tests {
         for i in 0..t.len() {
             let mut shorter = t.clone();
             shorter.remove(i);
-            assert!(
-                decode_verified(&shorter, NOW, lookup).is_err(),
-                "without {i}"
-            );
+            assert!(decode_verified(&shorter, lookup).is_err(), "without {i}");
             for c in ['0', '9', 'A', 'z', ';', '=', '+', '-', '.', ' '] {
                 let mut longer = t.clone();
                 longer.insert(i, c);
-                assert!(
-                    decode_verified(&longer, NOW, lookup).is_err(),
-                    "{c:?} at {i}"
-                );
+                assert!(decode_verified(&longer, lookup).is_err(), "{c:?} at {i}");
             }
         }
     }
@@ -559,13 +554,13 @@ mod tests {
             let garbage: String = (0..len)
                 .map(|_| char::from(rng.gen_range(0x20u8..0x7f)))
                 .collect();
-            assert!(decode_verified(&garbage, NOW, |_| Some(key())).is_err());
+            assert!(decode_verified(&garbage, |_| Some(key())).is_err());
             // A valid text's prefix with garbage after it.
             let cut = rng.gen_range(0..t.len());
             let spliced = format!("{}{}", &t[..cut], &garbage[..garbage.len().min(20)]);
             if spliced != t {
                 assert!(
-                    decode_verified(&spliced, NOW, |_| Some(key())).is_err(),
+                    decode_verified(&spliced, |_| Some(key())).is_err(),
                     "{spliced}"
                 );
             }
@@ -576,40 +571,37 @@ mod tests {
     fn truncated_extended_and_reordered_texts_are_refused() {
         let t = text();
         for len in 0..t.len() {
-            assert!(
-                decode_verified(&t[..len], NOW, lookup).is_err(),
-                "prefix {len}"
-            );
+            assert!(decode_verified(&t[..len], lookup).is_err(), "prefix {len}");
         }
         assert_eq!(
-            decode_verified(&format!("{t};x=1"), NOW, lookup),
+            decode_verified(&format!("{t};x=1"), lookup),
             Err(SmsError::Trailing)
         );
         assert_eq!(
-            decode_verified(&format!("{t}1"), NOW, lookup),
+            decode_verified(&format!("{t}1"), lookup),
             Err(SmsError::BadMac)
         );
         assert_eq!(
-            decode_verified(&format!("{t} "), NOW, lookup),
+            decode_verified(&format!("{t} "), lookup),
             Err(SmsError::NotSos)
         );
         let without_mac = &t[..t.find(";m=").unwrap()];
         assert_eq!(
-            decode_verified(without_mac, NOW, lookup),
+            decode_verified(without_mac, lookup),
             Err(SmsError::Missing("m"))
         );
         let swapped = t.replace(";sq=12;st=A;", ";st=A;sq=12;");
         assert_eq!(
-            decode_verified(&swapped, NOW, lookup),
+            decode_verified(&swapped, lookup),
             Err(SmsError::Missing("sq"))
         );
-        assert_eq!(decode_verified("hello", NOW, lookup), Err(SmsError::NotSos));
+        assert_eq!(decode_verified("hello", lookup), Err(SmsError::NotSos));
         assert_eq!(
-            decode_verified(&"x".repeat(161), NOW, lookup),
+            decode_verified(&"x".repeat(161), lookup),
             Err(SmsError::TooLong)
         );
         assert_eq!(
-            decode_verified("SOS1;k=9;id=가", NOW, lookup),
+            decode_verified("SOS1;k=9;id=가", lookup),
             Err(SmsError::NotSos)
         );
     }
@@ -617,12 +609,9 @@ mod tests {
     #[test]
     fn wrong_or_unknown_keys_and_malformed_fields_are_refused() {
         let t = text();
+        assert_eq!(decode_verified(&t, |_| None), Err(SmsError::UnknownKey));
         assert_eq!(
-            decode_verified(&t, NOW, |_| None),
-            Err(SmsError::UnknownKey)
-        );
-        assert_eq!(
-            decode_verified(&t, NOW, |_| Some(SmsKey::random())),
+            decode_verified(&t, |_| Some(SmsKey::random())),
             Err(SmsError::BadMac)
         );
         // Even a correctly signed text is refused when a field does not parse.
@@ -638,7 +627,11 @@ mod tests {
         let ok = format!(
             "SOS1;k=9;id={id};sq=1;st=A;lt=+37.00000;lg=+127.00000;rd=5;top=20251129203711;pm=G;"
         );
-        decode_verified(&sign(&ok), NOW, lookup).unwrap();
+        decode_verified(&sign(&ok), lookup).unwrap();
+        // A phone whose clock is ten years ahead is still located, its time kept as sent.
+        let ahead = ok.replace("top=20251129203711", "top=20351129203711");
+        let decoded = decode_verified(&sign(&ahead), lookup).unwrap();
+        assert!(decoded.fix.time_ms > NOW);
         let cases = [
             (
                 "lt=+37.00000",
@@ -656,11 +649,6 @@ mod tests {
             ("pm=G", "pm=N", SmsError::Malformed("pm")),
             (
                 "top=20251129203711",
-                "top=20351129203711",
-                SmsError::Fix(FixError::TimeInFuture),
-            ),
-            (
-                "top=20251129203711",
                 "top=20250230203711",
                 SmsError::Malformed("top"),
             ),
@@ -670,11 +658,7 @@ mod tests {
         ];
         for (from, to, err) in cases {
             let body = ok.replace(from, to);
-            assert_eq!(
-                decode_verified(&sign(&body), NOW, lookup),
-                Err(err),
-                "{body}"
-            );
+            assert_eq!(decode_verified(&sign(&body), lookup), Err(err), "{body}");
         }
         assert!(!format!("{:?}", key()).contains("42"));
         assert_eq!(SmsKey::from_bytes(&[1; 31]), Err(SmsError::KeyLength));

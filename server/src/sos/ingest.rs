@@ -78,12 +78,12 @@ pub async fn store_beacons(
     beacons: Vec<Beacon>,
     via: Via,
 ) -> Result<BeaconAnswer, ApiError> {
-    let now_ms = state.config.clock.now_unix_millis();
     let regions = &state.config.sos.regions;
     let mut routed = Vec::with_capacity(beacons.len());
     for (i, beacon) in beacons.into_iter().enumerate() {
+        // Not `validate(now)`: a phone whose clock is wrong must still be located.
         beacon
-            .validate(now_ms)
+            .validate_received()
             .map_err(|e| ApiError::bad_request("invalid_beacon", format!("beacon {i}: {e}")))?;
         let region = beacon
             .fix

@@ -128,9 +128,8 @@ pub async fn webhook(
         Some(k) => state.store.sos_sms_key_by_id(k).await?,
         None => None,
     };
-    let now_ms = state.config.clock.now_unix_millis();
     let key = row.as_ref().and_then(|r| SmsKey::from_bytes(&r.key).ok());
-    let decoded = sms::decode_verified(text, now_ms, |k| {
+    let decoded = sms::decode_verified(text, |k| {
         key.filter(|_| row.as_ref().is_some_and(|r| r.key_id == k))
     })
     .map_err(|e| match e {

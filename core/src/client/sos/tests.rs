@@ -537,7 +537,7 @@ fn sms_text_carries_the_latest_position_and_state_and_verifies() {
     let sms = client.sos_sms_text().unwrap().unwrap();
     assert_eq!(sms.number, "+8210555");
     assert!(!format!("{sms:?}").contains("37.5"));
-    let got = sms::decode_verified(&sms.text, T0, |k| (k == 5).then(|| key.clone())).unwrap();
+    let got = sms::decode_verified(&sms.text, |k| (k == 5).then(|| key.clone())).unwrap();
     assert_eq!(
         (got.incident, got.seq, got.state),
         (id, seq, ReportedState::Active)
@@ -546,13 +546,13 @@ fn sms_text_carries_the_latest_position_and_state_and_verifies() {
 
     client.sos_cancel("1357").unwrap();
     let sms = client.sos_sms_text().unwrap().unwrap();
-    let got = sms::decode_verified(&sms.text, T0, |_| Some(key.clone())).unwrap();
+    let got = sms::decode_verified(&sms.text, |_| Some(key.clone())).unwrap();
     assert_eq!((got.seq, got.state), (seq + 2, ReportedState::Duress));
 
     // After a real cancel, only until the cancel is delivered.
     client.sos_trigger(TriggerMethod::PowerKey).unwrap();
     client.sos_cancel("2468").unwrap();
-    let got = sms::decode_verified(&client.sos_sms_text().unwrap().unwrap().text, T0, |_| {
+    let got = sms::decode_verified(&client.sos_sms_text().unwrap().unwrap().text, |_| {
         Some(key.clone())
     })
     .unwrap();
