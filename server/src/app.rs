@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
@@ -18,7 +18,7 @@ use crate::error::ApiError;
 use crate::notifier::{LogNotifier, Notifier};
 use crate::state::AppState;
 use crate::store::{open_store, Store, StoreError};
-use crate::{auth, documents, sync};
+use crate::{auth, documents, staff, sync};
 
 /// How long `/readyz` waits for the store.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ready))
         .merge(api)
         .merge(sync::router())
+        .merge(staff::access::staff_router().into_router(state.clone()))
         .fallback(not_found)
         .layer(middleware::from_fn(log_requests))
         .with_state(state)
@@ -59,8 +60,12 @@ async fn ready(State(state): State<AppState>) -> Result<&'static str, ApiError> 
     })
 }
 
-async fn not_found() -> ApiError {
-    ApiError::not_found("not_found", "no such route")
+/// No route: the console's 404 page under `/console/`, the API's JSON error elsewhere.
+async fn not_found(uri: axum::http::Uri, headers: axum::http::HeaderMap) -> Response {
+    if uri.path().starts_with("/console/") {
+        return crate::console::not_found(&headers);
+    }
+    ApiError::not_found("not_found", "no such route").into_response()
 }
 
 /// Logs method, path (never the query string: it may carry a ticket), status and latency.
@@ -184,6 +189,8 @@ pub async fn serve_with(
         return Err(ServeError::DevelopmentNotifier);
     }
     check_pepper(&config)?;
+    // The dummy hash unknown staff names are verified against, made before any login.
+    tokio::spawn(staff::password::warm_up());
     let addr = listener.local_addr()?;
     let state = AppState::new(config, store.clone(), notifier);
     let hub = state.hub.clone();

@@ -369,7 +369,7 @@ pub fn normalize_phone(input: &str) -> Result<String, ApiError> {
     Ok(format!("+{digits}"))
 }
 
-fn peppered(domain: &str, pepper: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+pub(crate) fn peppered(domain: &str, pepper: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(domain.as_bytes());
     h.update([0]);
@@ -408,13 +408,13 @@ fn client_key(pepper: &[u8], ip: IpAddr) -> [u8; 32] {
     peppered("sotong/client", pepper, &[ip.to_string().as_bytes()])
 }
 
-fn random_secret() -> String {
+pub(crate) fn random_secret() -> String {
     let mut bytes = [0u8; 32];
     OsRng.fill_bytes(&mut bytes);
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn looks_like_secret(s: &str) -> bool {
+pub(crate) fn looks_like_secret(s: &str) -> bool {
     s.len() == SECRET_LEN
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')

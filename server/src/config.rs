@@ -48,6 +48,16 @@ pub struct Config {
     pub clock: Arc<dyn Clock>,
     /// Sync limits: memory budget, per-account quotas, rates and keep-alive.
     pub sync: SyncLimits,
+    /// A staff session unused this long ends (seconds; default 30 min).
+    pub staff_idle_timeout_secs: u64,
+    /// A staff session ends this long after login, used or not (seconds; default 12 h).
+    pub staff_session_lifetime_secs: u64,
+    /// Failed logins of one name within the window that lock it (default 10).
+    pub staff_lockout_threshold: u32,
+    /// The window failed logins are counted in (seconds; default 15 min).
+    pub staff_lockout_window_secs: u64,
+    /// How long a locked name stays locked (seconds; default 15 min).
+    pub staff_lockout_secs: u64,
 }
 
 /// What the sync hub and its connections may use, whatever clients do.
@@ -110,6 +120,11 @@ impl Config {
             max_json_body: 64 * 1024,
             clock: Arc::new(SystemClock),
             sync: SyncLimits::default(),
+            staff_idle_timeout_secs: 30 * 60,
+            staff_session_lifetime_secs: 12 * 3600,
+            staff_lockout_threshold: 10,
+            staff_lockout_window_secs: 15 * 60,
+            staff_lockout_secs: 15 * 60,
         }
     }
 
@@ -152,6 +167,14 @@ impl fmt::Debug for Config {
             .field("ticket_ttl", &self.ticket_ttl)
             .field("max_json_body", &self.max_json_body)
             .field("sync", &self.sync)
+            .field("staff_idle_timeout_secs", &self.staff_idle_timeout_secs)
+            .field(
+                "staff_session_lifetime_secs",
+                &self.staff_session_lifetime_secs,
+            )
+            .field("staff_lockout_threshold", &self.staff_lockout_threshold)
+            .field("staff_lockout_window_secs", &self.staff_lockout_window_secs)
+            .field("staff_lockout_secs", &self.staff_lockout_secs)
             .finish_non_exhaustive()
     }
 }

@@ -1,7 +1,9 @@
 //! # sotong-server
 //!
 //! Sotong's sync and API server: citizen accounts (one-time codes, device tokens, WebSocket
-//! tickets), document listing and sync, on SQLite or PostgreSQL.
+//! tickets), document listing and sync, on SQLite or PostgreSQL; and the officials' side
+//! (`staff`: staff accounts, sessions, the access check and the audit log; `console`: their
+//! web pages).
 //!
 //! `serve` starts a server on a listener and returns a handle to stop it; `main.rs` is a thin
 //! command line around it, and tests run real servers in-process the same way.
@@ -10,9 +12,11 @@ pub mod app;
 pub mod auth;
 pub mod client_ip;
 pub mod config;
+pub mod console;
 pub mod documents;
 pub mod error;
 pub mod notifier;
+pub mod staff;
 pub mod state;
 pub mod store;
 pub mod sync;

@@ -1,35 +1,46 @@
-//! `sotong-server`: the command line around `sotong_server::serve`.
+//! `sotong-server`: the command line around `sotong_server::serve`, and the administration
+//! commands (`staff …`, `audit export`) whose logic is in `sotong_server::staff::admin_cli`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 use rand::RngCore;
 use sotong_server::client_ip::parse_trusted_proxy;
+use sotong_server::staff::admin_cli::{self, AddStaff, AdminError, ExportFormat, PasswordSource};
+use sotong_server::store::open_store;
 use sotong_server::{serve, Config};
 use tracing_subscriber::EnvFilter;
 
-/// Sotong's sync and API server.
+/// Sotong's sync and API server. Without a subcommand it serves; `staff` and `audit` are
+/// administration commands on the same store (--data-dir or --database-url).
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Development mode: one-time codes go to the log (no SMS/e-mail notifier is built yet,
     /// so the server does not start without it) and a pepper is generated in the data
     /// directory if none is given.
     #[arg(long, env = "SOTONG_DEV")]
     dev: bool,
     /// Directory of the SQLite store (and, with --dev, of the generated pepper file).
-    #[arg(long, env = "SOTONG_DATA_DIR", default_value = "./sotong-data")]
+    #[arg(
+        long,
+        env = "SOTONG_DATA_DIR",
+        default_value = "./sotong-data",
+        global = true
+    )]
     data_dir: PathBuf,
     /// Use PostgreSQL (`postgres://user@host/db`) instead of SQLite; add `?sslmode=require`
     /// for TLS (certificate and host name verified).
-    #[arg(long, env = "SOTONG_DATABASE_URL")]
+    #[arg(long, env = "SOTONG_DATABASE_URL", global = true)]
     database_url: Option<String>,
     /// PEM file of the certificate authorities trusted for PostgreSQL TLS (default: the
     /// Mozilla roots).
-    #[arg(long, env = "SOTONG_DATABASE_CA_FILE")]
+    #[arg(long, env = "SOTONG_DATABASE_CA_FILE", global = true)]
     database_ca_file: Option<PathBuf>,
     /// File holding the pepper, the secret mixed into phone-number and code hashes (at
     /// least 16 bytes; the same on every instance of one database). `SOTONG_PEPPER` may
@@ -73,6 +84,98 @@ struct Args {
     /// Write the bound address (`127.0.0.1:PORT`) to this file once listening.
     #[arg(long)]
     port_file: Option<PathBuf>,
+    /// A staff session unused this many seconds ends (default 1800).
+    #[arg(long, env = "SOTONG_STAFF_IDLE_TIMEOUT_SECS")]
+    staff_idle_timeout_secs: Option<u64>,
+    /// A staff session ends this many seconds after login (default 43200, 12 h).
+    #[arg(long, env = "SOTONG_STAFF_SESSION_LIFETIME_SECS")]
+    staff_session_lifetime_secs: Option<u64>,
+    /// Failed staff logins of one name within the window that lock it (default 10).
+    #[arg(long, env = "SOTONG_STAFF_LOCKOUT_THRESHOLD")]
+    staff_lockout_threshold: Option<u32>,
+    /// The window failed staff logins are counted in, seconds (default 900).
+    #[arg(long, env = "SOTONG_STAFF_LOCKOUT_WINDOW_SECS")]
+    staff_lockout_window_secs: Option<u64>,
+    /// How long a locked staff login name stays locked, seconds (default 900).
+    #[arg(long, env = "SOTONG_STAFF_LOCKOUT_SECS")]
+    staff_lockout_secs: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Staff accounts: add, disable, reset-password, list.
+    #[command(subcommand)]
+    Staff(StaffCommand),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum StaffCommand {
+    /// Adds a staff member. The password is read from the first line of stdin, or of
+    /// --password-file, or generated and printed (--generate-password).
+    Add {
+        /// Login name (3-64 of a-z 0-9 . _ -).
+        username: String,
+        /// Name shown in the console and the audit log.
+        #[arg(long)]
+        name: String,
+        /// A role: admin, agency_officer or dispatcher; repeat for several. Each --scope
+        /// after it (an agency code for officers, a region code for dispatchers) scopes it.
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// Scope of the --role before it; repeat for several agencies or regions.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Also set up a TOTP second factor (the otpauth:// URI is printed once).
+        #[arg(long)]
+        totp: bool,
+        /// Read the password from the first line of this file.
+        #[arg(long, conflicts_with = "generate_password")]
+        password_file: Option<PathBuf>,
+        /// Generate a password and print it once.
+        #[arg(long)]
+        generate_password: bool,
+    },
+    /// Disables a member: no login, and their sessions end.
+    Disable {
+        /// Login name.
+        username: String,
+    },
+    /// Replaces a member's password (stdin, --password-file or --generate-password) and
+    /// ends their sessions.
+    ResetPassword {
+        /// Login name.
+        username: String,
+        /// Read the password from the first line of this file.
+        #[arg(long, conflicts_with = "generate_password")]
+        password_file: Option<PathBuf>,
+        /// Generate a password and print it once.
+        #[arg(long)]
+        generate_password: bool,
+    },
+    /// Lists members: username, name, grants, disabled, TOTP.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Writes the audit log to stdout, oldest first.
+    Export {
+        /// Only entries from this time on: RFC 3339 (2026-11-29T09:00:00Z) or Unix seconds.
+        #[arg(long)]
+        since: Option<String>,
+        /// jsonl (one JSON object per line) or csv.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: Format,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Jsonl,
+    Csv,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +184,10 @@ enum MainError {
     Serve(#[from] sotong_server::ServeError),
     #[error("{0}")]
     Pepper(String),
+    #[error("{0}")]
+    Admin(#[from] AdminError),
+    #[error("store: {0}")]
+    Store(#[from] sotong_server::store::StoreError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -101,7 +208,16 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match run(Args::parse()).await {
+    let matches = Args::command().get_matches();
+    let args = match Args::from_arg_matches(&matches) {
+        Ok(args) => args,
+        Err(e) => e.exit(),
+    };
+    let result = match args.command {
+        Some(_) => admin(args, &matches).await,
+        None => run(args).await,
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sotong-server: {e}");
@@ -110,10 +226,94 @@ async fn main() -> ExitCode {
     }
 }
 
+/// `staff …` and `audit export`: on the store the serving flags name.
+async fn admin(args: Args, matches: &ArgMatches) -> Result<(), MainError> {
+    let mut config = Config::new(&args.data_dir);
+    config.database_url = args.database_url;
+    config.database_ca_file = args.database_ca_file;
+    let store = open_store(&config).await?;
+    let store = store.as_ref();
+    let now = config.now_secs();
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let source = |file: Option<PathBuf>, generate: bool| match (file, generate) {
+        (Some(path), _) => PasswordSource::File(path),
+        (None, true) => PasswordSource::Generate,
+        (None, false) => {
+            use std::io::IsTerminal as _;
+            if std::io::stdin().is_terminal() {
+                eprint!("password (the terminal shows it; prefer --password-file): ");
+            }
+            PasswordSource::Stdin
+        }
+    };
+    match args.command {
+        Some(Command::Staff(StaffCommand::Add {
+            username,
+            name,
+            totp,
+            password_file,
+            generate_password,
+            ..
+        })) => {
+            let grants =
+                admin_cli::pair_grants(&indexed(matches, "roles"), &indexed(matches, "scopes"))?;
+            let add = AddStaff {
+                username,
+                display_name: name,
+                grants,
+                password: source(password_file, generate_password),
+                totp,
+            };
+            admin_cli::add(store, now, add, &mut input, &mut out).await?;
+        }
+        Some(Command::Staff(StaffCommand::Disable { username })) => {
+            admin_cli::disable(store, now, &username, &mut out).await?;
+        }
+        Some(Command::Staff(StaffCommand::ResetPassword {
+            username,
+            password_file,
+            generate_password,
+        })) => {
+            let source = source(password_file, generate_password);
+            admin_cli::reset_password(store, now, &username, &source, &mut input, &mut out).await?;
+        }
+        Some(Command::Staff(StaffCommand::List)) => admin_cli::list(store, &mut out).await?,
+        Some(Command::Audit(AuditCommand::Export { since, format })) => {
+            let since = since.as_deref().map(admin_cli::parse_since).transpose()?;
+            let format = match format {
+                Format::Jsonl => ExportFormat::Jsonl,
+                Format::Csv => ExportFormat::Csv,
+            };
+            admin_cli::export(store, now, since, format, &mut out).await?;
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+/// The values of `staff add`'s argument `id` with their positions on the command line, so
+/// that each --scope pairs with the --role before it.
+fn indexed(matches: &ArgMatches, id: &str) -> Vec<(usize, String)> {
+    let Some(add) = matches
+        .subcommand_matches("staff")
+        .and_then(|m| m.subcommand_matches("add"))
+    else {
+        return Vec::new();
+    };
+    match (add.indices_of(id), add.get_many::<String>(id)) {
+        (Some(indices), Some(values)) => indices.zip(values.cloned()).collect(),
+        _ => Vec::new(),
+    }
+}
+
 async fn run(args: Args) -> Result<(), MainError> {
     let mut config = Config::new(&args.data_dir);
     config.dev = args.dev;
     apply_sync_limits(&args, &mut config.sync);
+    apply_staff_policy(&args, &mut config);
     config.database_url = args.database_url;
     config.database_ca_file = args.database_ca_file;
     config.trusted_proxies = args.trusted_proxy;
@@ -168,6 +368,24 @@ async fn run(args: Args) -> Result<(), MainError> {
     tracing::info!("shutting down");
     handle.shutdown().await;
     Ok(())
+}
+
+fn apply_staff_policy(args: &Args, config: &mut Config) {
+    if let Some(secs) = args.staff_idle_timeout_secs {
+        config.staff_idle_timeout_secs = secs.max(1);
+    }
+    if let Some(secs) = args.staff_session_lifetime_secs {
+        config.staff_session_lifetime_secs = secs.max(1);
+    }
+    if let Some(n) = args.staff_lockout_threshold {
+        config.staff_lockout_threshold = n.max(1);
+    }
+    if let Some(secs) = args.staff_lockout_window_secs {
+        config.staff_lockout_window_secs = secs.max(1);
+    }
+    if let Some(secs) = args.staff_lockout_secs {
+        config.staff_lockout_secs = secs;
+    }
 }
 
 fn apply_sync_limits(args: &Args, sync: &mut sotong_server::config::SyncLimits) {

@@ -203,7 +203,13 @@ async fn console_in_chromium(backend: Backend, store_name: &str) {
         .await
         .expect("install");
     let server = TestServer::start(backend).await;
-    let admin = add_member(&server, "admin.park", "박관리", Grant::new(Role::Admin, None).unwrap()).await;
+    let admin = add_member(
+        &server,
+        "admin.park",
+        "박관리",
+        Grant::new(Role::Admin, None).unwrap(),
+    )
+    .await;
     let officer = add_member(
         &server,
         "officer.kim",
@@ -252,7 +258,11 @@ async fn console_in_chromium(backend: Backend, store_name: &str) {
         );
     }
     let a11y = report["a11y"].as_array().cloned().unwrap_or_default();
-    assert!(a11y.len() >= 12, "{store_name}: {} pages checked", a11y.len());
+    assert!(
+        a11y.len() >= 12,
+        "{store_name}: {} pages checked",
+        a11y.len()
+    );
     assert!(success, "{store_name}: flows.mjs exited with failure");
     assert_eq!(report["ok"], true);
     let dir = repo_root().join("target/console-shots").join(store_name);

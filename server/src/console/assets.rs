@@ -95,7 +95,10 @@ mod tests {
     #[test]
     fn names_carry_a_content_hash_and_differ() {
         let css = CSS.file_name();
-        assert!(css.starts_with("console-") && css.ends_with(".css"), "{css}");
+        assert!(
+            css.starts_with("console-") && css.ends_with(".css"),
+            "{css}"
+        );
         assert_eq!(css.len(), "console-".len() + 12 + ".css".len());
         assert_ne!(CSS.file_name(), JS.file_name());
         assert!(LOGO.url().starts_with("/console/assets/logo-"));

@@ -6,9 +6,7 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::header::{
-    CONTENT_DISPOSITION, CONTENT_TYPE, LOCATION, RETRY_AFTER, SET_COOKIE,
-};
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE, LOCATION, RETRY_AFTER, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -22,11 +20,10 @@ use super::pages::{audit as audit_page, home, login as login_page, scope, staff_
 use super::{audit_csv, render_refusal};
 use crate::client_ip::ClientIp;
 use crate::staff::audit::{self, actions, AuditEntry, AuditFilter, Outcome, MAX_QUERY_LIMIT};
+use crate::staff::csrf;
 use crate::staff::login::{self, staff_actor, LoginAttempt, LoginError};
 use crate::staff::session::{self, SessionKind, StaffSession};
-use crate::staff::csrf;
 use crate::state::AppState;
-use crate::store::StaffStore;
 
 /// Where a console page goes when no (acceptable) `next` is given.
 const HOME: &str = "/console/";
@@ -55,7 +52,10 @@ pub fn safe_next(next: Option<&str>) -> String {
         && !next.contains("//")
         && !next.contains('\\')
         && next.bytes().all(|b| b.is_ascii_graphic())
-        && !matches!(path, "/console/login" | "/console/logout" | "/console/language");
+        && !matches!(
+            path,
+            "/console/login" | "/console/logout" | "/console/language"
+        );
     if ok {
         next.to_owned()
     } else {
@@ -355,7 +355,9 @@ pub async fn audit_log_csv(
             Outcome::Success,
         )
         .from_ip(client_ip)
-        .detail(json!({ "format": "csv", "rows": records.len(), "filter": filter_detail(&filter) })),
+        .detail(
+            json!({ "format": "csv", "rows": records.len(), "filter": filter_detail(&filter) }),
+        ),
     )
     .await;
     let name = format!(
@@ -367,7 +369,10 @@ pub async fn audit_log_csv(
     let mut response = audit_csv::write(&records).into_response();
     let h = response.headers_mut();
     layout::security_headers(h);
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
     if let Ok(v) = HeaderValue::from_str(&name) {
         h.insert(CONTENT_DISPOSITION, v);
     }
@@ -415,7 +420,10 @@ mod tests {
     #[test]
     fn next_stays_in_the_console() {
         assert_eq!(safe_next(None), HOME);
-        assert_eq!(safe_next(Some("/console/admin/audit?actor=kim")), "/console/admin/audit?actor=kim");
+        assert_eq!(
+            safe_next(Some("/console/admin/audit?actor=kim")),
+            "/console/admin/audit?actor=kim"
+        );
         for bad in [
             "https://evil.example/",
             "//evil.example/console/",

@@ -261,6 +261,8 @@ labels! {
     CsrfTitle => "요청을 처리하지 않았습니다", "Your request was not sent";
     CsrfText => "양식의 보안 토큰이 없거나 맞지 않아 요청을 거부했습니다. 페이지를 새로 고친 뒤 다시 시도하세요.",
         "The form's security token was missing or did not match, so the request was refused. Reload the page and try again.";
+    TooLargeTitle => "요청이 너무 큽니다", "The form sent is too large";
+    TooLargeText => "입력한 내용을 줄인 뒤 다시 시도하세요.", "Shorten what you entered and try again.";
     Error500Title => "서비스에 문제가 있습니다", "Sorry, there is a problem with the service";
     Error500Text => "잠시 후 다시 시도하세요.", "Try again later.";
 }
@@ -288,7 +290,10 @@ mod tests {
             let en = label.text(Lang::En);
             assert!(!ko.trim().is_empty(), "{label:?} has no Korean");
             assert!(!en.trim().is_empty(), "{label:?} has no English");
-            assert!(has_hangul(ko), "{label:?}'s Korean text has no Hangul: {ko}");
+            assert!(
+                has_hangul(ko),
+                "{label:?}'s Korean text has no Hangul: {ko}"
+            );
             assert!(!has_hangul(en), "{label:?}'s English text has Hangul: {en}");
             assert_eq!(
                 ko.contains("{0}"),
@@ -327,7 +332,10 @@ mod tests {
             Lang::Ko
         );
         assert_eq!(
-            Lang::from_headers(&headers(&[("cookie", "lang=fr"), ("accept-language", "en")])),
+            Lang::from_headers(&headers(&[
+                ("cookie", "lang=fr"),
+                ("accept-language", "en")
+            ])),
             Lang::En
         );
     }

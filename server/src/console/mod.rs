@@ -28,8 +28,18 @@ use pages::denied::{self, Refusal};
 pub fn routes(r: StaffRouter) -> StaffRouter {
     use handlers as h;
     r.route(Method::GET, "/console", Need::Public, get(h::console_root))
-        .route(Method::GET, "/console/login", Need::Public, get(h::login_form_page))
-        .route(Method::POST, "/console/login", Need::Public, post(h::login_submit))
+        .route(
+            Method::GET,
+            "/console/login",
+            Need::Public,
+            get(h::login_form_page),
+        )
+        .route(
+            Method::POST,
+            "/console/login",
+            Need::Public,
+            post(h::login_submit),
+        )
         .route(
             Method::GET,
             "/console/language",
@@ -42,7 +52,12 @@ pub fn routes(r: StaffRouter) -> StaffRouter {
             Need::Public,
             get(assets::serve),
         )
-        .route(Method::POST, "/console/logout", Need::AnyStaff, post(h::logout))
+        .route(
+            Method::POST,
+            "/console/logout",
+            Need::AnyStaff,
+            post(h::logout),
+        )
         .route(Method::GET, "/console/", Need::AnyStaff, get(h::home_page))
         .route(
             Method::GET,

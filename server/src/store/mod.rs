@@ -15,9 +15,15 @@ use crate::config::Config;
 
 pub mod postgres;
 pub mod sqlite;
+pub mod staff;
+mod staff_postgres;
+mod staff_sqlite;
 
 pub use postgres::{PgOptions, PgStore};
 pub use sqlite::SqliteStore;
+pub use staff::{
+    LockoutPolicy, LoginFailure, NewStaffMember, NewStaffSession, StaffCredentials, StaffStore,
+};
 
 /// An account's id.
 pub type AccountId = i64;
@@ -113,9 +119,10 @@ fn with_causes(e: &dyn std::error::Error) -> String {
 /// Result of store calls.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// The server's storage.
+/// The server's storage: citizens' documents, codes and devices here, the officials' side
+/// in the supertrait [`StaffStore`].
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: StaffStore + Send + Sync + 'static {
     /// Whether other server instances may write to this store concurrently. When they may,
     /// a loaded document is caught up with the store before each sync message.
     fn is_shared(&self) -> bool {

@@ -35,6 +35,7 @@ use super::{
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/001_initial.sql"),
     include_str!("../../migrations/postgres/002_drop_dev_codes.sql"),
+    include_str!("../../migrations/postgres/003_staff.sql"),
 ];
 
 /// Advisory lock keys (arbitrary constants, "SOT" + a number).
@@ -195,7 +196,7 @@ impl PgStore {
         (status.size, status.max_size)
     }
 
-    async fn conn(&self) -> StoreResult<Object> {
+    pub(super) async fn conn(&self) -> StoreResult<Object> {
         Ok(self.pool.get().await?)
     }
 

@@ -28,6 +28,7 @@ use super::{
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/001_initial.sql"),
     include_str!("../../migrations/sqlite/002_drop_dev_codes.sql"),
+    include_str!("../../migrations/sqlite/003_staff.sql"),
 ];
 
 /// Codes are kept this long after issue (longer than any rate-limit window).
@@ -89,7 +90,7 @@ impl SqliteStore {
             .await
     }
 
-    async fn call<R, F>(&self, f: F) -> StoreResult<R>
+    pub(super) async fn call<R, F>(&self, f: F) -> StoreResult<R>
     where
         R: Send + 'static,
         F: FnOnce(&mut Connection) -> StoreResult<R> + Send + 'static,

@@ -19,6 +19,8 @@ pub enum Refusal {
     Csrf,
     /// No such page: 404.
     NotFound,
+    /// A form too large to read: 413.
+    TooLarge,
     /// The server failed: 500.
     Internal,
 }
@@ -30,6 +32,7 @@ impl Refusal {
             StatusCode::UNAUTHORIZED => Refusal::SignInNeeded,
             StatusCode::FORBIDDEN => Refusal::Forbidden,
             StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => Refusal::NotFound,
+            StatusCode::PAYLOAD_TOO_LARGE => Refusal::TooLarge,
             _ => Refusal::Internal,
         }
     }
@@ -40,6 +43,7 @@ impl Refusal {
             Refusal::SignInNeeded => StatusCode::UNAUTHORIZED,
             Refusal::Forbidden | Refusal::Csrf => StatusCode::FORBIDDEN,
             Refusal::NotFound => StatusCode::NOT_FOUND,
+            Refusal::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -50,6 +54,7 @@ impl Refusal {
             Refusal::Forbidden => (Label::Denied403Title, Label::Denied403Text),
             Refusal::Csrf => (Label::CsrfTitle, Label::CsrfText),
             Refusal::NotFound => (Label::Denied404Title, Label::Denied404Text),
+            Refusal::TooLarge => (Label::TooLargeTitle, Label::TooLargeText),
             Refusal::Internal => (Label::Error500Title, Label::Error500Text),
         }
     }
@@ -92,6 +97,7 @@ mod tests {
             (Refusal::Forbidden, 403),
             (Refusal::Csrf, 403),
             (Refusal::NotFound, 404),
+            (Refusal::TooLarge, 413),
             (Refusal::Internal, 500),
         ] {
             assert_eq!(r.status().as_u16(), status);
