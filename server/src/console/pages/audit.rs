@@ -264,17 +264,7 @@ fn row(lang: Lang, r: &AuditRecord) -> Markup {
         (None, Some(id)) => id.clone(),
         (None, None) => String::new(),
     };
-    let detail = r
-        .detail
-        .as_ref()
-        .map(|d| {
-            let text = d.to_string();
-            match text.char_indices().nth(200) {
-                Some((cut, _)) => format!("{}…", &text[..cut]),
-                None => text,
-            }
-        })
-        .unwrap_or_default();
+    let detail = r.detail.as_ref().map(detail_text).unwrap_or_default();
     let status_class = match r.outcome {
         Outcome::Success => "status status--success",
         Outcome::Failure => "status status--failure",
@@ -284,12 +274,36 @@ fn row(lang: Lang, r: &AuditRecord) -> Markup {
         tr {
             td class="nowrap" data-col="time" { (dates::format_utc(r.at)) }
             td data-col="actor" { (actor) }
-            td data-col="action" { code { (r.action) } }
+            td data-col="action" class="nowrap" { code { (r.action) } }
             td data-col="target" { (target) }
             td data-col="outcome" { span class=(status_class) { (outcome_label(r.outcome).text(lang)) } }
             td data-col="ip" class="nowrap" { (r.client_ip.map(|ip| ip.to_string()).unwrap_or_default()) }
-            td data-col="detail" { @if !detail.is_empty() { code { (detail) } } }
+            td data-col="detail" class="detail" { (detail) }
         }
+    }
+}
+
+/// An entry's detail for people: `key: value` pairs without the empty ones, strings bare,
+/// cut at 200 characters.
+pub fn detail_text(detail: &serde_json::Value) -> String {
+    use serde_json::Value;
+    let text = match detail {
+        Value::Object(map) => map
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| match v {
+                Value::String(s) => format!("{k}: {s}"),
+                Value::Object(_) => format!("{k}: {{{}}}", detail_text(v)),
+                other => format!("{k}: {other}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match text.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
     }
 }
 
@@ -322,6 +336,18 @@ mod tests {
         let e = query("29/11/2026", "").filter(Lang::En).unwrap_err();
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].field, Some("from"));
+    }
+
+    #[test]
+    fn details_read_as_pairs_without_nulls() {
+        let d = serde_json::json!({"kind": "cookie", "actor": null, "rows": 3,
+                                   "filter": {"actor": "kim", "since": null}});
+        assert_eq!(
+            detail_text(&d),
+            "filter: {actor: kim}, kind: cookie, rows: 3"
+        );
+        let long = serde_json::json!({"x": "가".repeat(300)});
+        assert_eq!(detail_text(&long).chars().count(), 201);
     }
 
     #[test]
