@@ -192,6 +192,7 @@ labels! {
 
     // Agency and dispatch
     AgencyTitle => "기관 {0}", "Agency {0}";
+    RoleLabel => "역할", "Role";
     ScopeLabel => "담당 범위", "Your scope";
     AgencyComing => "이 기관에 접수된 정책 제안과 민원 서류의 목록, 처리 상태 변경과 공식 답변이 이 화면에 들어올 예정입니다. 아직 구축되지 않았습니다.",
         "This page will list the proposals and civil document applications sent to this agency, with status changes and official answers. That part is not built yet.";

@@ -51,7 +51,7 @@ fn placeholder(
         a class="back-link" href="/console/" { (t(Label::BackToHome)) }
         h1 { (title) }
         dl class="summary" {
-            div { dt { (t(Label::ColRoles)) } dd { (t(role)) } }
+            div { dt { (t(Label::RoleLabel)) } dd { (t(role)) } }
             div { dt { (t(Label::ScopeLabel)) } dd { code { (scope) } } }
         }
         div class="notice" {
