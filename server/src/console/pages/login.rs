@@ -37,7 +37,8 @@ pub fn validate(lang: Lang, username: &str, password: &str, totp: &str) -> Vec<F
         });
     }
     let code = totp.trim();
-    if !code.is_empty() && !(code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit())) {
+    let six_digits = code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit());
+    if !code.is_empty() && !six_digits {
         errors.push(FieldError {
             field: Some("totp"),
             message: Label::TotpFormat.text(lang).to_owned(),
