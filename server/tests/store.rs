@@ -10,9 +10,13 @@ use std::sync::Arc;
 
 use sotong_core::hash::sha256;
 use sotong_core::DocumentId;
+use sotong_server::staff::audit::{actions, Actor, AuditEntry, AuditFilter, Outcome};
+use sotong_server::staff::session::SessionKind;
+use sotong_server::staff::{Grant, Role};
 use sotong_server::store::{
-    ChunkKind, CodeCheck, CodeIssue, CodeLimits, DeviceRef, DocumentMeta, NewCode, NewDevice,
-    PgOptions, PgStore, SqliteStore, Store, StoreError,
+    ChunkKind, CodeCheck, CodeIssue, CodeLimits, DeviceRef, DocumentMeta, LockoutPolicy,
+    LoginFailure, NewCode, NewDevice, NewStaffMember, NewStaffSession, PgOptions, PgStore,
+    SqliteStore, Store, StoreError,
 };
 
 type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -21,6 +25,9 @@ type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// second server process would be.
 trait Backend: Send + Sync {
     fn open(&self) -> BoxFut<'_, Arc<dyn Store>>;
+    /// Runs `sql` on a connection of its own, bypassing the store; the database's error text
+    /// if it refuses.
+    fn raw_exec<'a>(&'a self, sql: &'a str) -> BoxFut<'a, Result<(), String>>;
 }
 
 struct Sqlite(tempfile::TempDir);
@@ -34,6 +41,13 @@ impl Backend for Sqlite {
             Arc::new(store) as Arc<dyn Store>
         })
     }
+
+    fn raw_exec<'a>(&'a self, sql: &'a str) -> BoxFut<'a, Result<(), String>> {
+        Box::pin(async move {
+            let conn = rusqlite::Connection::open(self.0.path().join("sotong.db")).unwrap();
+            conn.execute_batch(sql).map_err(|e| e.to_string())
+        })
+    }
 }
 
 struct Postgres(common::PgDb);
@@ -43,6 +57,16 @@ impl Backend for Postgres {
         Box::pin(async move {
             let store = PgStore::connect(&self.0.url).await.expect("open postgres");
             Arc::new(store) as Arc<dyn Store>
+        })
+    }
+
+    fn raw_exec<'a>(&'a self, sql: &'a str) -> BoxFut<'a, Result<(), String>> {
+        Box::pin(async move {
+            let client = self.0.client().await;
+            client.batch_execute(sql).await.map_err(|e| {
+                e.as_db_error()
+                    .map_or_else(|| e.to_string(), |d| d.message().to_owned())
+            })
         })
     }
 }
@@ -95,6 +119,13 @@ suite!(
     tickets_redeem_once_across_instances,
     ping_answers,
     concurrent_appends_are_committed_before_they_return,
+    staff_add_list_and_disable,
+    staff_grants_are_data,
+    staff_sessions_create_touch_end_and_expire,
+    staff_login_failures_lock_a_name,
+    staff_login_failures_count_atomically_across_instances,
+    staff_totp_steps_are_single_use,
+    staff_audit_appends_queries_and_refuses_changes,
 );
 
 fn sha(bytes: &[u8]) -> [u8; 32] {
@@ -941,4 +972,426 @@ async fn postgres_sslmode_require_connects_over_verified_tls() {
         .unwrap()
         .get(0);
     assert!(all_tls, "the store's connections are not encrypted");
+}
+
+// ---- the officials' side ---------------------------------------------------------------------
+
+fn new_member(username: &str, grants: Vec<Grant>) -> NewStaffMember {
+    NewStaffMember {
+        username: username.into(),
+        display_name: format!("{username} display"),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA".into(),
+        grants,
+        totp_secret: None,
+        created_at: 100,
+    }
+}
+
+fn grant(role: Role, scope: Option<&str>) -> Grant {
+    Grant::new(role, scope).unwrap()
+}
+
+async fn staff_add_list_and_disable(b: &dyn Backend) {
+    let s = b.open().await;
+    let kim = s
+        .add_staff(&new_member("kim", vec![grant(Role::Admin, None)]))
+        .await
+        .unwrap()
+        .expect("added");
+    assert_eq!(kim.username, "kim");
+    assert_eq!(kim.display_name, "kim display");
+    assert!(!kim.disabled && !kim.totp_enabled);
+    // The name is unique: a second add changes nothing.
+    let again = new_member("kim", vec![grant(Role::Dispatcher, Some("seoul"))]);
+    assert_eq!(s.add_staff(&again).await.unwrap(), None);
+    assert_eq!(s.staff_member(kim.id).await.unwrap(), Some(kim.clone()));
+    let mut with_totp = new_member("ahn", vec![grant(Role::Dispatcher, Some("busan"))]);
+    with_totp.totp_secret = Some(vec![7; 20]);
+    let ahn = s.add_staff(&with_totp).await.unwrap().unwrap();
+    assert!(ahn.totp_enabled);
+    let listed: Vec<String> = s
+        .list_staff()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.username)
+        .collect();
+    assert_eq!(listed, ["ahn", "kim"]);
+
+    assert!(s.set_staff_disabled(kim.id, true).await.unwrap());
+    assert!(s.staff_member(kim.id).await.unwrap().unwrap().disabled);
+    assert!(!s.set_staff_disabled(9999, true).await.unwrap());
+    assert!(s
+        .set_staff_password(kim.id, "$argon2id$new", 200)
+        .await
+        .unwrap());
+    let creds = s.staff_credentials("kim").await.unwrap().unwrap();
+    assert_eq!(creds.password_hash, "$argon2id$new");
+    assert_eq!(creds.totp_secret, None);
+    assert_eq!(
+        s.staff_credentials("ahn")
+            .await
+            .unwrap()
+            .unwrap()
+            .totp_secret,
+        Some(vec![7; 20])
+    );
+    assert!(s.staff_credentials("nobody").await.unwrap().is_none());
+}
+
+async fn staff_grants_are_data(b: &dyn Backend) {
+    let s = b.open().await;
+    let grants = vec![
+        grant(Role::AgencyOfficer, Some("MOIS")),
+        grant(Role::AgencyOfficer, Some("MOLIT")),
+        grant(Role::Dispatcher, Some("seoul")),
+    ];
+    let m = s
+        .add_staff(&new_member("lee", grants.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut sorted = grants.clone();
+    sorted.sort();
+    assert_eq!(m.grants, sorted);
+    assert_eq!(m.scopes(Role::AgencyOfficer), ["MOIS", "MOLIT"]);
+    // A grant the schema does not allow (admin with a scope) is refused by the database.
+    let bad = b
+        .raw_exec(&format!(
+            "INSERT INTO staff_grants (member_id, role, scope) VALUES ({}, 'admin', 'MOIS')",
+            m.id
+        ))
+        .await;
+    assert!(bad.is_err());
+    let bad = b
+        .raw_exec(&format!(
+            "INSERT INTO staff_grants (member_id, role, scope) VALUES ({}, 'root', '')",
+            m.id
+        ))
+        .await;
+    assert!(bad.is_err());
+}
+
+fn session_for(member_id: i64, token: &str, kind: SessionKind, now: i64) -> NewStaffSession {
+    NewStaffSession {
+        token_hash: sha(token.as_bytes()),
+        member_id,
+        kind,
+        csrf_token: format!("csrf-{token}"),
+        now,
+        expires_at: now + 3600,
+    }
+}
+
+async fn staff_sessions_create_touch_end_and_expire(b: &dyn Backend) {
+    let s = b.open().await;
+    let m = s
+        .add_staff(&new_member("park", vec![grant(Role::Admin, None)]))
+        .await
+        .unwrap()
+        .unwrap();
+    let id = s
+        .create_staff_session(&session_for(m.id, "tok-a", SessionKind::Cookie, 1000))
+        .await
+        .unwrap();
+    let got = s.staff_session(&sha(b"tok-a")).await.unwrap().unwrap();
+    assert_eq!(got.id, id);
+    assert_eq!(got.member, m);
+    assert_eq!(got.kind, SessionKind::Cookie);
+    assert_eq!(got.csrf_token, "csrf-tok-a");
+    assert_eq!(
+        (got.created_at, got.last_seen_at, got.expires_at),
+        (1000, 1000, 4600)
+    );
+    assert!(s.staff_session(&sha(b"other")).await.unwrap().is_none());
+
+    s.touch_staff_session(id, 1500).await.unwrap();
+    // A late touch never moves last use backwards.
+    s.touch_staff_session(id, 1200).await.unwrap();
+    let got = s.staff_session(&sha(b"tok-a")).await.unwrap().unwrap();
+    assert_eq!(got.last_seen_at, 1500);
+
+    // The member's state is read with the session: disabling shows at once.
+    s.set_staff_disabled(m.id, true).await.unwrap();
+    assert!(
+        s.staff_session(&sha(b"tok-a"))
+            .await
+            .unwrap()
+            .unwrap()
+            .member
+            .disabled
+    );
+    s.set_staff_disabled(m.id, false).await.unwrap();
+
+    s.end_staff_session(id, 1600).await.unwrap();
+    assert!(s.staff_session(&sha(b"tok-a")).await.unwrap().is_none());
+
+    // Ending all of a member's sessions; another instance sees it.
+    let other = b.open().await;
+    other
+        .create_staff_session(&session_for(m.id, "tok-b", SessionKind::Bearer, 2000))
+        .await
+        .unwrap();
+    other
+        .create_staff_session(&session_for(m.id, "tok-c", SessionKind::Cookie, 2000))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.staff_session(&sha(b"tok-b")).await.unwrap().unwrap().kind,
+        SessionKind::Bearer
+    );
+    assert_eq!(s.end_member_sessions(m.id, 2100).await.unwrap(), 2);
+    assert!(other.staff_session(&sha(b"tok-c")).await.unwrap().is_none());
+
+    // Sessions past their absolute end are forgotten when a new one is made.
+    s.create_staff_session(&session_for(m.id, "tok-d", SessionKind::Bearer, 3000))
+        .await
+        .unwrap();
+    s.create_staff_session(&session_for(m.id, "tok-e", SessionKind::Bearer, 7000))
+        .await
+        .unwrap();
+    assert!(s.staff_session(&sha(b"tok-d")).await.unwrap().is_none());
+    assert!(s.staff_session(&sha(b"tok-e")).await.unwrap().is_some());
+}
+
+const POLICY: LockoutPolicy = LockoutPolicy {
+    threshold: 10,
+    window_secs: 900,
+    lock_secs: 900,
+};
+
+async fn staff_login_failures_lock_a_name(b: &dyn Backend) {
+    let s = b.open().await;
+    let (name, other) = ([1u8; 32], [2u8; 32]);
+    for n in 1..10 {
+        let f = s
+            .record_login_failure(&name, 1000 + n, &POLICY)
+            .await
+            .unwrap();
+        assert_eq!(
+            f,
+            LoginFailure {
+                failures: n as u32,
+                locked_until: None
+            }
+        );
+    }
+    assert_eq!(s.login_locked_until(&name, 1010).await.unwrap(), None);
+    let tenth = s.record_login_failure(&name, 1010, &POLICY).await.unwrap();
+    assert_eq!(
+        tenth,
+        LoginFailure {
+            failures: 10,
+            locked_until: Some(1910)
+        }
+    );
+    assert_eq!(s.login_locked_until(&name, 1010).await.unwrap(), Some(1910));
+    assert_eq!(s.login_locked_until(&name, 1909).await.unwrap(), Some(1910));
+    assert_eq!(s.login_locked_until(&name, 1910).await.unwrap(), None);
+    // Another name is not affected.
+    assert_eq!(s.login_locked_until(&other, 1010).await.unwrap(), None);
+    // After the lock the count starts over.
+    let f = s.record_login_failure(&name, 2000, &POLICY).await.unwrap();
+    assert_eq!(f.failures, 1);
+
+    // Failures older than the window do not count; a success clears the count.
+    for n in 0..9 {
+        s.record_login_failure(&other, 3000 + n, &POLICY)
+            .await
+            .unwrap();
+    }
+    let late = s
+        .record_login_failure(&other, 3000 + 900 + 5, &POLICY)
+        .await
+        .unwrap();
+    assert_eq!(
+        late,
+        LoginFailure {
+            failures: 4,
+            locked_until: None
+        }
+    );
+    s.clear_login_failures(&other).await.unwrap();
+    let f = s.record_login_failure(&other, 4000, &POLICY).await.unwrap();
+    assert_eq!(f.failures, 1);
+}
+
+async fn staff_login_failures_count_atomically_across_instances(b: &dyn Backend) {
+    let one = b.open().await;
+    let two = b.open().await;
+    let key = [9u8; 32];
+    // 20 failures at once through two instances: each is counted exactly once, so exactly
+    // two of them lock the name (the count starts over after a lock).
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let s = if i % 2 == 0 { one.clone() } else { two.clone() };
+        tasks.push(tokio::spawn(async move {
+            s.record_login_failure(&key, 5000, &POLICY).await.unwrap()
+        }));
+    }
+    let mut counts = Vec::new();
+    let mut locks = 0;
+    for t in tasks {
+        let f = t.await.unwrap();
+        counts.push(f.failures);
+        locks += usize::from(f.locked_until.is_some());
+    }
+    counts.sort_unstable();
+    let expected: Vec<u32> = (1..=10).flat_map(|n| [n, n]).collect();
+    assert_eq!(counts, expected);
+    assert_eq!(locks, 2);
+    assert_eq!(
+        two.login_locked_until(&key, 5000).await.unwrap(),
+        Some(5900)
+    );
+}
+
+async fn staff_totp_steps_are_single_use(b: &dyn Backend) {
+    let one = b.open().await;
+    let two = b.open().await;
+    let mut new = new_member("choi", vec![grant(Role::Admin, None)]);
+    new.totp_secret = Some(vec![1; 20]);
+    let m = one.add_staff(&new).await.unwrap().unwrap();
+    assert!(one.use_totp_step(m.id, 100).await.unwrap());
+    // The same step again, from any instance, and any earlier step: refused.
+    assert!(!two.use_totp_step(m.id, 100).await.unwrap());
+    assert!(!one.use_totp_step(m.id, 99).await.unwrap());
+    assert!(two.use_totp_step(m.id, 101).await.unwrap());
+    assert!(!one.use_totp_step(9999, 1).await.unwrap());
+}
+
+async fn staff_audit_appends_queries_and_refuses_changes(b: &dyn Backend) {
+    let s = b.open().await;
+    let staff = Actor::Staff {
+        id: 3,
+        username: "kim".into(),
+    };
+    let ip: std::net::IpAddr = "203.0.113.7".parse().unwrap();
+    let first = s
+        .append_audit(
+            100,
+            &AuditEntry::new(staff.clone(), actions::LOGIN, Outcome::Success)
+                .target("session", "17")
+                .from_ip(ip)
+                .detail(serde_json::json!({ "kind": "cookie" })),
+        )
+        .await
+        .unwrap();
+    let second = s
+        .append_audit(
+            200,
+            &AuditEntry::new(Actor::UnknownName, actions::LOGIN_FAILED, Outcome::Failure)
+                .detail(serde_json::json!({ "name_key": "abcd1234" })),
+        )
+        .await
+        .unwrap();
+    let third = s
+        .append_audit(
+            300,
+            &AuditEntry::new(Actor::System, actions::STAFF_ADD, Outcome::Success),
+        )
+        .await
+        .unwrap();
+    assert!(first < second && second < third);
+
+    let all = s.query_audit(&AuditFilter::default()).await.unwrap();
+    let ids: Vec<i64> = all.iter().map(|r| r.id).collect();
+    assert_eq!(ids, [third, second, first], "newest first");
+    let login = &all[2];
+    assert_eq!(login.at, 100);
+    assert_eq!(login.actor, staff);
+    assert_eq!(login.action, "login");
+    assert_eq!(login.target_kind.as_deref(), Some("session"));
+    assert_eq!(login.target_id.as_deref(), Some("17"));
+    assert_eq!(login.outcome, Outcome::Success);
+    assert_eq!(login.client_ip, Some(ip));
+    assert_eq!(login.detail, Some(serde_json::json!({ "kind": "cookie" })));
+    assert_eq!(all[1].actor, Actor::UnknownName);
+    assert_eq!(all[0].actor, Actor::System);
+
+    let q = |f: AuditFilter| {
+        let s = s.clone();
+        async move {
+            s.query_audit(&f)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id)
+                .collect::<Vec<i64>>()
+        }
+    };
+    assert_eq!(
+        q(AuditFilter {
+            since: Some(200),
+            ..Default::default()
+        })
+        .await,
+        [third, second]
+    );
+    assert_eq!(
+        q(AuditFilter {
+            until: Some(200),
+            ..Default::default()
+        })
+        .await,
+        [first]
+    );
+    assert_eq!(
+        q(AuditFilter {
+            actor: Some("kim".into()),
+            ..Default::default()
+        })
+        .await,
+        [first]
+    );
+    assert_eq!(
+        q(AuditFilter {
+            action: Some("login_failed".into()),
+            ..Default::default()
+        })
+        .await,
+        [second]
+    );
+    assert_eq!(
+        q(AuditFilter {
+            limit: 2,
+            ..Default::default()
+        })
+        .await,
+        [third, second]
+    );
+    assert_eq!(
+        q(AuditFilter {
+            before_id: Some(second),
+            ..Default::default()
+        })
+        .await,
+        [first]
+    );
+    let after: Vec<i64> = s
+        .audit_after(first, None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(after, [second, third], "oldest first");
+    assert_eq!(s.audit_after(0, Some(300), 10).await.unwrap().len(), 1);
+
+    // Append-only: the database refuses to change or remove an entry, whoever asks.
+    let update = b
+        .raw_exec("UPDATE audit_log SET action = 'nothing' WHERE id > 0")
+        .await
+        .unwrap_err();
+    assert!(update.contains("append-only"), "{update}");
+    let delete = b.raw_exec("DELETE FROM audit_log").await.unwrap_err();
+    assert!(delete.contains("append-only"), "{delete}");
+    assert_eq!(
+        s.query_audit(&AuditFilter::default()).await.unwrap().len(),
+        3
+    );
+    assert_eq!(
+        s.query_audit(&AuditFilter::default()).await.unwrap()[2].action,
+        "login"
+    );
 }

@@ -123,6 +123,18 @@ struct Guard {
     need: Need,
 }
 
+/// Set on every answer the check layer gives instead of the handler: `unauthenticated`,
+/// `forbidden`, `csrf` or `too_large`. Tells a refusal of the access check from a handler's
+/// own answer (the role × route test relies on it).
+pub const ACCESS_HEADER: &str = "x-sotong-access";
+
+fn marked(mut response: Response, why: &'static str) -> Response {
+    response
+        .headers_mut()
+        .insert(ACCESS_HEADER, HeaderValue::from_static(why));
+    response
+}
+
 /// JSON answers under `/v1/`, console pages elsewhere.
 fn is_api(path: &str) -> bool {
     path.starts_with("/v1/")
@@ -135,17 +147,25 @@ async fn check(State(guard): State<Guard>, req: Request, next: Next) -> Response
     let (mut parts, body) = req.into_parts();
     let api = is_api(parts.uri.path());
     let Some((token, kind)) = presented_token(&parts.headers) else {
-        return unauthenticated(api, &parts);
+        return marked(unauthenticated(api, &parts), "unauthenticated");
     };
     let session = match session::resolve(&guard.state, token, kind).await {
         Ok(session) => session,
-        Err(session::ResolveError::Invalid) => return unauthenticated(api, &parts),
+        Err(session::ResolveError::Invalid) => {
+            return marked(unauthenticated(api, &parts), "unauthenticated")
+        }
         Err(session::ResolveError::Store(e)) => return ApiError::from(e).into_response(),
     };
     let body = if session.kind == SessionKind::Cookie && !is_safe(&parts.method) {
         match csrf_checked(&guard.state, &parts, body, &session).await {
             Ok(body) => body,
-            Err(refused) => return refused.into_response(api, &parts.headers),
+            Err(refused) => {
+                let why = match refused {
+                    Refused::TooLarge => "too_large",
+                    _ => "csrf",
+                };
+                return marked(refused.into_response(api, &parts.headers), why);
+            }
         }
     } else {
         body
@@ -171,7 +191,10 @@ async fn check(State(guard): State<Guard>, req: Request, next: Next) -> Response
             .detail(json!({ "need": format!("{:?}", guard.need) })),
         )
         .await;
-        return Refused::Forbidden.into_response(api, &parts.headers);
+        return marked(
+            Refused::Forbidden.into_response(api, &parts.headers),
+            "forbidden",
+        );
     }
     parts.extensions.insert(session);
     next.run(Request::from_parts(parts, body)).await
