@@ -197,6 +197,18 @@ async function officerFlows(browser) {
   check('empty form names both fields', (await page.locator('.error-summary li').count()) === 2 &&
     (await page.locator('.error-summary a[href="#password"]').count()) === 1);
 
+  // A sign-in form without its double-submit token signs no one in.
+  await page.evaluate(() => document.querySelector('form[action="/console/login"] input[name=_csrf]').remove());
+  await page.fill('#username', officer.username);
+  await page.fill('#password', officer.password);
+  const [noToken] = await Promise.all([
+    page.waitForNavigation(),
+    page.click('form[action="/console/login"] button[type=submit]'),
+  ]);
+  check('sign-in without its CSRF token refused', noToken.status() === 400 &&
+    pathOf(page) === '/console/login' &&
+    (await page.textContent('.error-summary')).includes(L.ko.LoginFormRenewed), noToken.status());
+
   // The officer signs in and sees the officer's home.
   await signIn(page, officer);
   check('officer lands on home', pathOf(page) === '/console/' && (await h1(page)) === L.ko.HomeTitle, page.url());

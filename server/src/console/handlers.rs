@@ -130,11 +130,24 @@ pub async fn login_submit(
     let lang = Lang::from_headers(&headers);
     let form = pairs(&body);
     let field = |name: &str| form.get(name).map(String::as_str).unwrap_or("");
-    if !csrf::check_login_token(&headers, field(csrf::FORM_FIELD)) {
-        return render_refusal(lang, Refusal::Csrf);
-    }
     let (username, password, totp) = (field("username"), field("password"), field("totp").trim());
     let next = safe_next(form.get("next").map(String::as_str));
+    // No login without the form's double-submit token (a cross-site post, or a form whose
+    // cookie is gone): the form again, with a fresh token; nothing was tried.
+    if !csrf::check_login_token(&headers, field(csrf::FORM_FIELD)) {
+        let errors = [FieldError {
+            field: Some("username"),
+            message: Label::LoginFormRenewed.text(lang).to_owned(),
+        }];
+        return login_form(
+            lang,
+            StatusCode::BAD_REQUEST,
+            username,
+            &next,
+            &errors,
+            None,
+        );
+    }
     let errors = login_page::validate(lang, username, password, totp);
     if !errors.is_empty() {
         return login_form(lang, StatusCode::OK, username, &next, &errors, None);

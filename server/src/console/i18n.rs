@@ -168,6 +168,8 @@ labels! {
         "The username, password or authentication code is not right";
     LoginLocked => "로그인 시도가 너무 많아 이 사용자 이름은 잠시 잠겼습니다. {0}분 후에 다시 시도하세요",
         "Too many sign-in attempts: this username is locked for now. Try again in {0} minutes";
+    LoginFormRenewed => "보안 토큰이 없거나 맞지 않아 로그인하지 않았습니다. 다시 로그인하세요",
+        "You were not signed in: the form's security token was missing or did not match. Sign in again";
     UsernameMissing => "사용자 이름을 입력하세요", "Enter your username";
     PasswordMissing => "비밀번호를 입력하세요", "Enter your password";
     TotpFormat => "인증 코드는 6자리 숫자로 입력하세요", "Enter the authentication code as 6 digits";
