@@ -172,7 +172,8 @@ async function officerFlows(browser) {
 
   // The language switch: English, then Korean again.
   await Promise.all([page.waitForNavigation(), page.click('a[hreflang="en"]')]);
-  check('language switch shows English', (await h1(page)) === L.en.LoginTitle &&
+  check('language switch shows English', pathOf(page) === '/console/login' &&
+    (await h1(page)) === L.en.LoginTitle &&
     (await page.getAttribute('html', 'lang')) === 'en' &&
     (await page.textContent('label[for=username]')).trim() === L.en.Username, await h1(page));
   await visit(page, 'login-en');

@@ -41,26 +41,33 @@ fn pairs(bytes: &[u8]) -> HashMap<String, String> {
     map
 }
 
-/// `next` if it is a console page to come back to, else home: only our own paths, never
-/// another host (`//evil`, `/\evil`), never the sign-in or sign-out pages themselves.
-pub fn safe_next(next: Option<&str>) -> String {
-    let Some(next) = next else {
-        return HOME.to_owned();
-    };
-    let path = next.split(['?', '#']).next().unwrap_or("");
+/// `next` if it is a path of this console: never another host (`//evil`, `/\evil`), never
+/// a path outside `/console`, only visible ASCII (it goes into a `Location` header).
+fn console_path(next: Option<&str>) -> Option<&str> {
+    let next = next?;
     let ok = (next.starts_with("/console/") || next == "/console")
         && !next.contains("//")
         && !next.contains('\\')
-        && next.bytes().all(|b| b.is_ascii_graphic())
-        && !matches!(
-            path,
-            "/console/login" | "/console/logout" | "/console/language"
-        );
-    if ok {
-        next.to_owned()
-    } else {
-        HOME.to_owned()
-    }
+        && next.bytes().all(|b| b.is_ascii_graphic());
+    ok.then_some(next)
+}
+
+fn path_of(next: &str) -> &str {
+    next.split(['?', '#']).next().unwrap_or("")
+}
+
+/// Where to go after signing in: `next` if it is a console page, not the sign-in, sign-out
+/// or language pages themselves; else home.
+pub fn safe_next(next: Option<&str>) -> String {
+    console_path(next)
+        .filter(|n| {
+            !matches!(
+                path_of(n),
+                "/console/login" | "/console/logout" | "/console/language"
+            )
+        })
+        .unwrap_or(HOME)
+        .to_owned()
 }
 
 fn see_other(location: &str) -> Response {
@@ -414,7 +421,11 @@ pub async fn staff_page(
 /// `GET /console/language?to=en&next=…`: remembers the language, back to the page.
 pub async fn switch_language(RawQuery(query): RawQuery) -> Response {
     let q = pairs(query.unwrap_or_default().as_bytes());
-    let mut response = see_other(&safe_next(q.get("next").map(String::as_str)));
+    // Back to the page the switch was on (the sign-in page too), in the console only.
+    let back = console_path(q.get("next").map(String::as_str))
+        .filter(|n| path_of(n) != "/console/language")
+        .unwrap_or(HOME);
+    let mut response = see_other(back);
     if let Some(lang) = q.get("to").and_then(|to| Lang::from_code(to)) {
         response.headers_mut().append(SET_COOKIE, lang.set_cookie());
     }
