@@ -33,22 +33,30 @@ impl Console {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
-        let mut stdin = std::io::Cursor::new(format!("{PASSWORD}\n").into_bytes());
-        admin_cli::add(
-            handle.store().as_ref(),
-            0,
-            AddStaff {
-                username: "officer.kim".into(),
-                display_name: "김담당".into(),
-                grants: vec![Grant::new(Role::AgencyOfficer, Some("MOLIT")).unwrap()],
-                password: PasswordSource::Stdin,
-                totp: false,
-            },
-            &mut stdin,
-            &mut Vec::new(),
-        )
-        .await
-        .unwrap();
+        for (username, grant) in [
+            (
+                "officer.kim",
+                Grant::new(Role::AgencyOfficer, Some("MOLIT")).unwrap(),
+            ),
+            ("admin.park", Grant::new(Role::Admin, None).unwrap()),
+        ] {
+            let mut stdin = std::io::Cursor::new(format!("{PASSWORD}\n").into_bytes());
+            admin_cli::add(
+                handle.store().as_ref(),
+                0,
+                AddStaff {
+                    username: username.into(),
+                    display_name: "김담당".into(),
+                    grants: vec![grant],
+                    password: PasswordSource::Stdin,
+                    totp: false,
+                },
+                &mut stdin,
+                &mut Vec::new(),
+            )
+            .await
+            .unwrap();
+        }
         Self {
             handle,
             http,
@@ -83,10 +91,37 @@ impl Console {
     }
 
     async fn sign_in(&self, password: &str, next: &str, token: &str, cookie: &str) -> Response {
+        self.sign_in_as("officer.kim", password, next, token, cookie)
+            .await
+    }
+
+    /// The session cookie (`name=value`) of `username`, signed in through the form.
+    async fn session_of(&self, username: &str) -> String {
+        let (token, cookie) = self.login_form().await;
+        let resp = self
+            .sign_in_as(username, PASSWORD, "/console/", &token, &cookie)
+            .await;
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        resp.headers()
+            .get_all(SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+            .find(|v| v.starts_with("__Host-sotong-staff="))
+            .expect("session cookie")
+    }
+
+    async fn sign_in_as(
+        &self,
+        username: &str,
+        password: &str,
+        next: &str,
+        token: &str,
+        cookie: &str,
+    ) -> Response {
         let body = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs([
                 ("_csrf", token),
-                ("username", "officer.kim"),
+                ("username", username),
                 ("password", password),
                 ("totp", ""),
                 ("next", next),
@@ -286,4 +321,73 @@ async fn the_language_comes_from_the_switch_then_the_browser() {
         )
         .await;
     assert_eq!(away.headers()[LOCATION], "/console/");
+}
+
+#[tokio::test]
+async fn the_audit_page_pages_back_by_entry_and_exports_csv() {
+    use sotong_server::staff::audit::{Actor, AuditEntry, Outcome};
+    let c = Console::start(|_| {}).await;
+    let store = c.handle.store();
+    for i in 0..60 {
+        store
+            .append_audit(
+                1_700_000_000 + i,
+                &AuditEntry::new(Actor::System, "staff_add", Outcome::Success)
+                    .target("staff", format!("member{i:02}")),
+            )
+            .await
+            .unwrap();
+    }
+    let admin = c.session_of("admin.park").await;
+    let first = c
+        .get("/console/admin/audit?action=staff_add", Some(&admin))
+        .await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let html = first.text().await.unwrap();
+    // Newest first, one page of 50, then a link to the older ones.
+    assert_eq!(html.matches("data-col=\"time\"").count(), 50);
+    assert!(html.contains("member59") && !html.contains("member09"));
+    let older = attr_after(
+        &html,
+        "href=\"/console/admin/audit?action=staff_add&amp;before=",
+    );
+    let second = c
+        .get(
+            &format!("/console/admin/audit?action=staff_add&before={older}"),
+            Some(&admin),
+        )
+        .await;
+    let html = second.text().await.unwrap();
+    // The two staff_add entries of Console::start, then member09..member00.
+    assert_eq!(html.matches("data-col=\"time\"").count(), 12);
+    assert!(html.contains("member09") && html.contains("member00") && !html.contains("member10"));
+    assert!(html.contains(Label::NewestEntries.text(Lang::Ko)));
+    assert!(!html.contains("rel=\"next\""));
+    // A date that is not one: the error summary links to the field, nothing is listed.
+    let bad = c
+        .get("/console/admin/audit?from=2026-02-30", Some(&admin))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(bad.contains("href=\"#from\""));
+    assert_eq!(bad.matches("data-col=\"time\"").count(), 0);
+
+    let csv = c
+        .get("/console/admin/audit.csv?action=staff_add", Some(&admin))
+        .await;
+    assert_eq!(csv.status(), StatusCode::OK);
+    assert_eq!(csv.headers()[CONTENT_TYPE], "text/csv; charset=utf-8");
+    assert!(csv.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .starts_with("attachment; filename=\"sotong-audit-"));
+    let text = csv.text().await.unwrap();
+    let lines: Vec<&str> = text.trim_start_matches('\u{feff}').lines().collect();
+    assert!(lines[0].starts_with("id,time_utc,"));
+    assert_eq!(lines.len(), 1 + 62);
+    // The officer may not read it.
+    let officer = c.session_of("officer.kim").await;
+    let refused = c.get("/console/admin/audit.csv", Some(&officer)).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
 }
