@@ -393,7 +393,7 @@ fn code_hash(pepper: &[u8], phone: &str, code: &str) -> [u8; 32] {
 
 /// Rate-limit key of a client address. IPv6 clients are grouped by /64, since one
 /// subscriber usually gets a whole /64.
-fn client_key(pepper: &[u8], ip: IpAddr) -> [u8; 32] {
+pub(crate) fn client_key(pepper: &[u8], ip: IpAddr) -> [u8; 32] {
     let ip = match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),

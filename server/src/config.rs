@@ -58,6 +58,10 @@ pub struct Config {
     pub staff_lockout_window_secs: u64,
     /// How long a locked name stays locked (seconds; default 15 min).
     pub staff_lockout_secs: u64,
+    /// Failed logins from one client address (IPv6: one /64), whatever the names, within the
+    /// window that lock the address for `staff_lockout_secs` (default 100; against password
+    /// spraying across many names).
+    pub staff_lockout_address_threshold: u32,
 }
 
 /// What the sync hub and its connections may use, whatever clients do.
@@ -125,6 +129,7 @@ impl Config {
             staff_lockout_threshold: 10,
             staff_lockout_window_secs: 15 * 60,
             staff_lockout_secs: 15 * 60,
+            staff_lockout_address_threshold: 100,
         }
     }
 
@@ -175,6 +180,10 @@ impl fmt::Debug for Config {
             .field("staff_lockout_threshold", &self.staff_lockout_threshold)
             .field("staff_lockout_window_secs", &self.staff_lockout_window_secs)
             .field("staff_lockout_secs", &self.staff_lockout_secs)
+            .field(
+                "staff_lockout_address_threshold",
+                &self.staff_lockout_address_threshold,
+            )
             .finish_non_exhaustive()
     }
 }

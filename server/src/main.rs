@@ -99,6 +99,10 @@ struct Args {
     /// How long a locked staff login name stays locked, seconds (default 900).
     #[arg(long, env = "SOTONG_STAFF_LOCKOUT_SECS")]
     staff_lockout_secs: Option<u64>,
+    /// Failed staff logins from one client address (any names) within the window that lock
+    /// the address (default 100).
+    #[arg(long, env = "SOTONG_STAFF_LOCKOUT_ADDRESS_THRESHOLD")]
+    staff_lockout_address_threshold: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -385,6 +389,9 @@ fn apply_staff_policy(args: &Args, config: &mut Config) {
     }
     if let Some(secs) = args.staff_lockout_secs {
         config.staff_lockout_secs = secs;
+    }
+    if let Some(n) = args.staff_lockout_address_threshold {
+        config.staff_lockout_address_threshold = n.max(1);
     }
 }
 

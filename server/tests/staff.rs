@@ -357,6 +357,16 @@ async fn role_route_table(backend: Backend) {
             None,
         )
         .await;
+    let rules = staff_router().rules().to_vec();
+    // The disabled member's sessions are old ones: made before the member was disabled.
+    let cases: usize = rules.iter().map(|r| variants(r.path).len()).sum();
+    let mut old_sessions = Vec::new();
+    for _ in 0..cases {
+        old_sessions.push((
+            server.session(gone.id, SessionKind::Bearer).await,
+            server.session(gone.id, SessionKind::Cookie).await,
+        ));
+    }
     server
         .store()
         .set_staff_disabled(gone.id, true)
@@ -408,7 +418,6 @@ async fn role_route_table(backend: Backend) {
             },
         ),
     ];
-    let rules = staff_router().rules().to_vec();
     assert!(rules.len() >= 4, "{rules:?}");
     let mut checked = 0;
     for rule in &rules {
@@ -424,6 +433,10 @@ async fn role_route_table(backend: Backend) {
                             csrf: None,
                         },
                     ],
+                    Principal::Member { disabled: true, .. } => {
+                        let (bearer, cookie) = old_sessions.pop().unwrap();
+                        vec![bearer, cookie]
+                    }
                     Principal::Member { member, .. } => vec![
                         server.session(member.id, SessionKind::Bearer).await,
                         server.session(member.id, SessionKind::Cookie).await,
@@ -613,6 +626,40 @@ async fn ten_wrong_passwords_lock_the_name_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_wrong_passwords_lock_the_name_postgres() {
     ten_wrong_passwords_lock_the_name(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_failing_on_many_names_is_locked() {
+    for backend in BACKENDS {
+        let Some(server) = Server::start(backend, |c| c.staff_lockout_address_threshold = 5).await
+        else {
+            continue;
+        };
+        server.member("kim", vec![g(Role::Admin, None)], None).await;
+        // One password tried on five names (no name reaches its own threshold).
+        for n in 0..5 {
+            let (status, _) = server.login(&format!("name{n}"), "Summer2026!", None).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+        }
+        // The address is locked: even a member with the right password waits.
+        let (status, body) = server.login("kim", PASSWORD, None).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+        let locked = server
+            .audit(AuditFilter {
+                action: Some("login_locked".into()),
+                ..Default::default()
+            })
+            .await;
+        let events: Vec<&str> = locked
+            .iter()
+            .rev()
+            .map(|r| r.detail.as_ref().unwrap()["event"].as_str().unwrap())
+            .collect();
+        assert_eq!(events, ["address_locked", "attempt_from_locked_address"]);
+        server.advance(server.config.staff_lockout_secs);
+        assert_eq!(server.login("kim", PASSWORD, None).await.0, StatusCode::OK);
+        server.stop().await;
+    }
 }
 
 // ---- sessions ------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ use sotong_server::staff::{Grant, Role};
 use sotong_server::store::{
     ChunkKind, CodeCheck, CodeIssue, CodeLimits, DeviceRef, DocumentMeta, LockoutPolicy,
     LoginFailure, NewCode, NewDevice, NewStaffMember, NewStaffSession, PgOptions, PgStore,
-    SqliteStore, Store, StoreError,
+    SqliteStore, StaffStore, Store, StoreError,
 };
 
 type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -783,6 +783,89 @@ async fn postgres_upgrade_drops_stored_dev_codes() {
         .await
         .unwrap();
     assert!(row.get::<_, bool>(0), "dev_codes survived the upgrade");
+}
+
+const MIGRATION_2_SQLITE: &str = include_str!("../migrations/sqlite/002_drop_dev_codes.sql");
+const MIGRATION_2_POSTGRES: &str = include_str!("../migrations/postgres/002_drop_dev_codes.sql");
+
+/// A database from before the officials' side (version 2) gains the staff tables and keeps
+/// its citizens' data.
+#[tokio::test]
+async fn sqlite_upgrade_from_version_2_adds_the_staff_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sotong.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATION_1_SQLITE).unwrap();
+        conn.execute_batch(MIGRATION_2_SQLITE).unwrap();
+        conn.execute(
+            "INSERT INTO accounts (phone_key, created_at) VALUES (x'01', 1)",
+            [],
+        )
+        .unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert!(store.list_staff().await.unwrap().is_empty());
+    store
+        .append_audit(
+            1,
+            &AuditEntry::new(Actor::System, actions::STAFF_ADD, Outcome::Success),
+        )
+        .await
+        .unwrap();
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let accounts: i64 = conn
+        .query_row("SELECT COUNT(*) FROM accounts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(accounts, 1);
+    assert!(conn.execute("DELETE FROM audit_log", []).is_err());
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 3);
+}
+
+#[tokio::test]
+async fn postgres_upgrade_from_version_2_adds_the_staff_tables() {
+    let Some(db) = common::PgDb::create().await else {
+        return;
+    };
+    let client = db.client().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE schema_version (version BIGINT NOT NULL);
+             {MIGRATION_1_POSTGRES}
+             {MIGRATION_2_POSTGRES}
+             INSERT INTO schema_version (version) VALUES (1), (2);
+             INSERT INTO accounts (phone_key, created_at) VALUES ('\\x01', 1);"
+        ))
+        .await
+        .unwrap();
+    let store = PgStore::connect(&db.url).await.unwrap();
+    assert!(store.list_staff().await.unwrap().is_empty());
+    store
+        .append_audit(
+            1,
+            &AuditEntry::new(Actor::System, actions::STAFF_ADD, Outcome::Success),
+        )
+        .await
+        .unwrap();
+    let accounts: i64 = client
+        .query_one("SELECT COUNT(*) FROM accounts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(accounts, 1);
+    assert!(client.batch_execute("TRUNCATE audit_log").await.is_err());
+    assert!(client.batch_execute("DELETE FROM audit_log").await.is_err());
+    let version: i64 = client
+        .query_one("SELECT MAX(version) FROM schema_version", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version, 3);
 }
 
 /// What a sync acknowledges is on disk: every commit syncs the WAL.

@@ -7,7 +7,9 @@
 use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, FromRequestParts, RawPathParams, Request, State};
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, FromRequestParts, RawPathParams, Request, State,
+};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
@@ -96,6 +98,7 @@ impl StaffRouter {
 
     /// The router, each route behind the check layer.
     pub fn into_router(self, state: AppState) -> Router<AppState> {
+        let body_limit = DefaultBodyLimit::max(state.config.max_json_body);
         let mut router = Router::new();
         for (rule, handler) in self.rules.into_iter().zip(self.handlers) {
             let guard = Guard {
@@ -107,7 +110,7 @@ impl StaffRouter {
                 handler.route_layer(middleware::from_fn_with_state(guard, check)),
             );
         }
-        router
+        router.layer(body_limit)
     }
 }
 

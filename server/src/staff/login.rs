@@ -3,7 +3,9 @@
 //! unknown name is verified against a dummy hash). Failures are counted per normalized name
 //! whether or not a member has it; `staff_lockout_threshold` failures within
 //! `staff_lockout_window_secs` lock the name for `staff_lockout_secs`, during which even the
-//! right password is refused with [`LoginError::Locked`]. Every outcome is audited here.
+//! right password is refused with [`LoginError::Locked`]. Failures are also counted per client
+//! address (`staff_lockout_address_threshold`, whatever the names), against one password
+//! tried on many names. Every outcome is audited here.
 
 use std::net::IpAddr;
 
@@ -84,13 +86,27 @@ pub fn name_key(pepper: &[u8], normalized: &str) -> [u8; 32] {
     crate::auth::peppered("sotong/staff-login", pepper, &[normalized.as_bytes()])
 }
 
-/// The lock-out policy in force.
+/// The lock-out key of a client address (IPv6 grouped by /64), peppered.
+pub fn address_key(pepper: &[u8], ip: IpAddr) -> [u8; 32] {
+    let grouped = crate::auth::client_key(pepper, ip);
+    crate::auth::peppered("sotong/staff-login-address", pepper, &[&grouped])
+}
+
+/// The lock-out policy in force for names.
 pub fn lockout_policy(state: &AppState) -> LockoutPolicy {
     let c = &state.config;
     LockoutPolicy {
         threshold: c.staff_lockout_threshold.max(1),
         window_secs: i64::try_from(c.staff_lockout_window_secs).unwrap_or(i64::MAX),
         lock_secs: i64::try_from(c.staff_lockout_secs).unwrap_or(i64::MAX),
+    }
+}
+
+/// The lock-out policy in force for client addresses.
+fn address_policy(state: &AppState) -> LockoutPolicy {
+    LockoutPolicy {
+        threshold: state.config.staff_lockout_address_threshold.max(1),
+        ..lockout_policy(state)
     }
 }
 
@@ -103,6 +119,16 @@ pub async fn login(state: &AppState, attempt: LoginAttempt<'_>) -> Result<Logged
         let entry = AuditEntry::new(Actor::UnknownName, actions::LOGIN_LOCKED, Outcome::Denied)
             .from_ip(attempt.client_ip)
             .detail(json!({ "event": "attempt_while_locked", "name_key": key_prefix(&key), "until": until }));
+        audit::record(state, with_actor(entry, &name, state).await).await;
+        return Err(LoginError::Locked {
+            retry_after_secs: (until - now).max(1),
+        });
+    }
+    let address = address_key(&state.config.pepper, attempt.client_ip);
+    if let Some(until) = state.store.login_locked_until(&address, now).await? {
+        let entry = AuditEntry::new(Actor::UnknownName, actions::LOGIN_LOCKED, Outcome::Denied)
+            .from_ip(attempt.client_ip)
+            .detail(json!({ "event": "attempt_from_locked_address", "name_key": key_prefix(&key), "until": until }));
         audit::record(state, with_actor(entry, &name, state).await).await;
         return Err(LoginError::Locked {
             retry_after_secs: (until - now).max(1),
@@ -233,6 +259,21 @@ async fn fail(
         )
         .await;
         tracing::warn!("a staff login name was locked after repeated failures");
+    }
+    let address = address_key(&state.config.pepper, attempt.client_ip);
+    let from_address = state
+        .store
+        .record_login_failure(&address, now, &address_policy(state))
+        .await?;
+    if let Some(until) = from_address.locked_until {
+        audit::record(
+            state,
+            AuditEntry::new(Actor::System, actions::LOGIN_LOCKED, Outcome::Failure)
+                .from_ip(attempt.client_ip)
+                .detail(json!({ "event": "address_locked", "until": until, "failures": from_address.failures })),
+        )
+        .await;
+        tracing::warn!("a client address was locked after repeated failed staff logins");
     }
     Ok(LoginError::Refused)
 }

@@ -143,18 +143,35 @@ fn verify_blocking(password: &str, phc: &str) -> bool {
         .is_ok()
 }
 
-/// Hashes `password` with [`MEMORY_KIB`], [`ITERATIONS`], [`PARALLELISM`] and a random salt.
-pub async fn hash(password: String) -> Result<String, PasswordError> {
-    tokio::task::spawn_blocking(move || hash_blocking(&password))
+/// Hashes and verifications running at once, at most: each holds [`MEMORY_KIB`] of memory,
+/// so a burst of logins costs at most 8 × 19 MiB; the others wait their turn.
+pub const MAX_CONCURRENT: usize = 8;
+
+static SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_CONCURRENT);
+
+/// Runs `f` on the blocking pool once a hashing slot is free.
+async fn on_blocking_slot<R: Send + 'static>(
+    f: impl FnOnce() -> Result<R, PasswordError> + Send + 'static,
+) -> Result<R, PasswordError> {
+    let _slot = SLOTS
+        .acquire()
+        .await
+        .map_err(|e| PasswordError::Task(e.to_string()))?;
+    tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| PasswordError::Task(e.to_string()))?
+}
+
+/// Hashes `password` with [`MEMORY_KIB`], [`ITERATIONS`], [`PARALLELISM`] and a random salt.
+pub async fn hash(password: String) -> Result<String, PasswordError> {
+    on_blocking_slot(move || hash_blocking(&password)).await
 }
 
 /// Whether `password` matches the PHC string `phc`. With `None` (no such member) it
 /// verifies against a dummy hash of the same cost and answers false, so that the time
 /// taken does not tell a known name from an unknown one.
 pub async fn verify(password: String, phc: Option<String>) -> Result<bool, PasswordError> {
-    tokio::task::spawn_blocking(move || match phc {
+    on_blocking_slot(move || match phc {
         Some(phc) => Ok(verify_blocking(&password, &phc)),
         None => {
             let _ = verify_blocking(&password, dummy_hash()?);
@@ -162,7 +179,6 @@ pub async fn verify(password: String, phc: Option<String>) -> Result<bool, Passw
         }
     })
     .await
-    .map_err(|e| PasswordError::Task(e.to_string()))?
 }
 
 /// Whether a stored hash was made with other (older) parameters than today's.

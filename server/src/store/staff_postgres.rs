@@ -211,6 +211,13 @@ impl StaffStore for PgStore {
         let key = name_key.as_slice();
         let since = now.saturating_sub(policy.window_secs);
         let mut conn = self.conn().await?;
+        // Failures older than the window and ended locks are forgotten, for every name; on
+        // their own, outside the name's lock, so that two names never wait on each other.
+        conn.batch_execute(&format!(
+            "DELETE FROM staff_login_failures WHERE at <= {since};
+             DELETE FROM staff_login_locks WHERE locked_until <= {now};"
+        ))
+        .await?;
         let tx = conn.transaction().await?;
         tx.execute(
             "SELECT pg_advisory_xact_lock($1, $2)",

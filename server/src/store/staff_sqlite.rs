@@ -252,8 +252,12 @@ impl StaffStore for SqliteStore {
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let since = now.saturating_sub(policy.window_secs);
-            // Failures older than any window are forgotten, for every name.
+            // Failures older than the window and ended locks are forgotten, for every name.
             tx.execute("DELETE FROM staff_login_failures WHERE at <= ?1", [since])?;
+            tx.execute(
+                "DELETE FROM staff_login_locks WHERE locked_until <= ?1",
+                [now],
+            )?;
             tx.execute(
                 "INSERT INTO staff_login_failures (name_key, at) VALUES (?1, ?2)",
                 params![key.as_slice(), now],
