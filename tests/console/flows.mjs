@@ -26,6 +26,7 @@ const L = input.labels;
 mkdirSync(shotsDir, { recursive: true });
 
 const checks = [];
+const pageErrors = [];
 const shots = [];
 const a11y = [];
 let shotNo = 0;
@@ -156,6 +157,14 @@ async function newPage(browser, locale) {
   });
   context.setDefaultTimeout(15000);
   const page = await context.newPage();
+  // Script errors and CSP violations (Chromium logs those as console errors); refused
+  // pages' own status lines are expected.
+  page.on('console', (msg) => {
+    if (msg.type() === 'error' && !msg.text().startsWith('Failed to load resource')) {
+      pageErrors.push(msg.text());
+    }
+  });
+  page.on('pageerror', (e) => pageErrors.push(String(e)));
   return { context, page };
 }
 
@@ -377,6 +386,7 @@ try {
 } finally {
   await browser.close();
 }
+check('no script errors or CSP violations', pageErrors.length === 0, pageErrors.join('; '));
 const ok = !error && checks.length > 0 && checks.every((c) => c.ok);
 process.stdout.write(`${JSON.stringify({ ok, checks, shots, a11y, error })}\n`);
 process.exit(ok ? 0 : 1);

@@ -70,6 +70,7 @@ const EXPECTED_CHECKS: &[&str] = &[
     "staff page lists the members",
     "viewing the audit log is audited",
     "unknown console page is a 404 page",
+    "no script errors or CSP violations",
 ];
 
 /// The labels the flows look for, from the server's own table.
