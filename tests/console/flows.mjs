@@ -129,11 +129,16 @@ async function focusProblems(page) {
   }, fromSummary);
 }
 
-async function visit(page, name) {
+async function shot(page, name) {
   shotNo += 1;
   const file = `${String(shotNo).padStart(2, '0')}-${name}.png`;
   await page.screenshot({ path: join(shotsDir, file), fullPage: true });
   shots.push(file);
+  return file;
+}
+
+async function visit(page, name) {
+  const file = await shot(page, name);
   const problems = await page.evaluate(accessibilityProblems);
   problems.push(...(await focusProblems(page)));
   // Take the focus off again, so the next screenshot shows the page as it loads.
@@ -178,6 +183,16 @@ async function officerFlows(browser) {
   check('sign-in page in Korean', (await h1(page)) === L.ko.LoginTitle &&
     (await page.getAttribute('html', 'lang')) === 'ko', await h1(page));
   await visit(page, 'login-ko');
+  // What keyboard users see: the skip link, then the fields, take a visible focus.
+  await page.reload();
+  await page.keyboard.press('Tab');
+  await shot(page, 'login-focus-skip-link');
+  for (let i = 0; i < 10 && !(await page.evaluate(() => document.activeElement.id === 'username')); i += 1) {
+    await page.keyboard.press('Tab');
+  }
+  check('keyboard reaches the username field', await page.evaluate(() => document.activeElement.id === 'username'));
+  await shot(page, 'login-focus-username');
+  await page.evaluate(() => document.activeElement.blur());
 
   // The language switch: English, then Korean again.
   await Promise.all([page.waitForNavigation(), page.click('a[hreflang="en"]')]);

@@ -28,6 +28,7 @@ const FLOWS_TIMEOUT: Duration = Duration::from_secs(300);
 const EXPECTED_CHECKS: &[&str] = &[
     "anonymous is sent to sign in",
     "sign-in page in Korean",
+    "keyboard reaches the username field",
     "language switch shows English",
     "language switch shows Korean again",
     "wrong password shows the error summary",
