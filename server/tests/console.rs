@@ -384,7 +384,7 @@ async fn the_audit_page_pages_back_by_entry_and_exports_csv() {
         .starts_with("attachment; filename=\"sotong-audit-"));
     let text = csv.text().await.unwrap();
     let lines: Vec<&str> = text.trim_start_matches('\u{feff}').lines().collect();
-    assert!(lines[0].starts_with("id,time_utc,"));
+    assert!(lines[0].starts_with("id,at,time,"));
     assert_eq!(lines.len(), 1 + 62);
     // The officer may not read it.
     let officer = c.session_of("officer.kim").await;
