@@ -107,7 +107,7 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Staff accounts: add, disable, reset-password, list.
+    /// Staff accounts: add, disable, enable, totp, reset-password, list.
     #[command(subcommand)]
     Staff(StaffCommand),
     /// The audit log.
@@ -146,6 +146,20 @@ enum StaffCommand {
     Disable {
         /// Login name.
         username: String,
+    },
+    /// Lets a disabled member log in again.
+    Enable {
+        /// Login name.
+        username: String,
+    },
+    /// Gives a member a new TOTP secret (the otpauth:// URI is printed once), or removes
+    /// their second factor with --remove; ends their sessions.
+    Totp {
+        /// Login name.
+        username: String,
+        /// Remove the second factor instead.
+        #[arg(long)]
+        remove: bool,
     },
     /// Replaces a member's password (stdin, --password-file or --generate-password) and
     /// ends their sessions.
@@ -218,7 +232,15 @@ async fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let result = match args.command {
-        Some(_) => admin(args, &matches).await,
+        Some(_) => match admin(args, &matches).await {
+            // The reader of stdout went away (`… | head`): nothing is wrong.
+            Err(MainError::Admin(AdminError::Io { source, .. }))
+                if source.kind() == std::io::ErrorKind::BrokenPipe =>
+            {
+                Ok(())
+            }
+            other => other,
+        },
         None => run(args).await,
     };
     match result {
@@ -275,6 +297,12 @@ async fn admin(args: Args, matches: &ArgMatches) -> Result<(), MainError> {
         }
         Some(Command::Staff(StaffCommand::Disable { username })) => {
             admin_cli::disable(store, now, &username, &mut out).await?;
+        }
+        Some(Command::Staff(StaffCommand::Enable { username })) => {
+            admin_cli::enable(store, now, &username, &mut out).await?;
+        }
+        Some(Command::Staff(StaffCommand::Totp { username, remove })) => {
+            admin_cli::set_totp(store, now, &username, remove, &mut out).await?;
         }
         Some(Command::Staff(StaffCommand::ResetPassword {
             username,

@@ -505,6 +505,125 @@ async fn every_role_on_every_staff_route_postgres() {
     role_route_table(Backend::Postgres).await;
 }
 
+/// Scoped routes (the console's agency and dispatch pages) on a router of their own, until
+/// the console registers its pages in `staff_router()`: the scope comes from the path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scoped_routes_check_the_path_parameter() {
+    use axum::routing::{get, post};
+    use sotong_server::staff::access::StaffRouter;
+
+    let Some(server) = Server::start(Backend::Sqlite, |_| {}).await else {
+        return;
+    };
+    let state = sotong_server::AppState::new(
+        server.config.clone(),
+        server.store(),
+        Arc::new(sotong_server::notifier::LogNotifier::new()),
+    );
+    let router = StaffRouter::new()
+        .route(
+            Method::GET,
+            "/console/agency/{agency}",
+            Need::RoleInScope(Role::AgencyOfficer, "agency"),
+            get(|| async { "agency page" }),
+        )
+        .route(
+            Method::POST,
+            "/console/dispatch/{region}/ack",
+            Need::RoleInScope(Role::Dispatcher, "region"),
+            post(|| async { "acknowledged" }),
+        );
+    let app = router.into_router(state.clone()).with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    });
+    let officer = server
+        .member(
+            "officer.a",
+            vec![g(Role::AgencyOfficer, Some("MOIS"))],
+            None,
+        )
+        .await;
+    let dispatcher = server
+        .member("dispatch.r", vec![g(Role::Dispatcher, Some("seoul"))], None)
+        .await;
+    let http = &server.http;
+    let cookie_of = |cred: &Cred| match cred {
+        Cred::Cookie { token, csrf } => (token.clone(), csrf.clone().unwrap()),
+        _ => unreachable!(),
+    };
+    let (officer_cookie, _) = cookie_of(&server.session(officer.id, SessionKind::Cookie).await);
+    let get_page = |path: &str, cookie: Option<&str>| {
+        let mut req = http.get(format!("http://{addr}{path}"));
+        if let Some(c) = cookie {
+            req = req.header(COOKIE, format!("{SESSION_COOKIE}={c}"));
+        }
+        req.send()
+    };
+    let res = get_page("/console/agency/MOIS", Some(&officer_cookie))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.text().await.unwrap(), "agency page");
+    let res = get_page("/console/agency/MOLIT", Some(&officer_cookie))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(res.headers()[ACCESS_HEADER], "forbidden");
+    assert!(res.text().await.unwrap().contains("<h1>403</h1>"));
+    // No session: the console sends the browser to the login page, and back afterwards.
+    let res = get_page("/console/agency/MOIS", None).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        res.headers()["location"],
+        "/console/login?next=%2Fconsole%2Fagency%2FMOIS"
+    );
+
+    // A form post: the region is checked, and the CSRF token is needed.
+    let (dispatcher_cookie, csrf) =
+        cookie_of(&server.session(dispatcher.id, SessionKind::Cookie).await);
+    let post_form = |path: &str, body: String| {
+        http.post(format!("http://{addr}{path}"))
+            .header(COOKIE, format!("{SESSION_COOKIE}={dispatcher_cookie}"))
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    let res = post_form("/console/dispatch/seoul/ack", "note=x".into())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(res.headers()[ACCESS_HEADER], "csrf");
+    let res = post_form("/console/dispatch/busan/ack", format!("_csrf={csrf}"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(res.headers()[ACCESS_HEADER], "forbidden");
+    let res = post_form(
+        "/console/dispatch/seoul/ack",
+        format!("note=x&_csrf={csrf}"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.text().await.unwrap(), "acknowledged");
+    // Without a session, a console post is a 401 page (not a redirect).
+    let res = http
+        .post(format!("http://{addr}/console/dispatch/seoul/ack"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    task.abort();
+    server.stop().await;
+}
+
 // ---- lock-out ------------------------------------------------------------------------------
 
 async fn ten_wrong_passwords_lock_the_name(backend: Backend) {
@@ -1138,10 +1257,29 @@ fn the_admin_command_line_adds_lists_and_exports_non_interactively() {
     );
     let (ok, _, _) = run(&["staff", "disable", "officer"]);
     assert!(ok);
+    let (ok, out, _) = run(&["staff", "totp", "officer"]);
+    assert!(
+        ok && out.contains("otpauth://totp/Sotong:officer?secret="),
+        "{out}"
+    );
+    let (ok, out, _) = run(&["staff", "list"]);
+    let flags = |out: &str| -> Vec<String> {
+        let row: Vec<&str> = out.lines().nth(2).unwrap().split_whitespace().collect();
+        row[row.len() - 2..].iter().map(|s| s.to_string()).collect()
+    };
+    assert!(ok && flags(&out) == ["yes", "yes"], "{out}");
+    let (ok, _, _) = run(&["staff", "totp", "officer", "--remove"]);
+    assert!(ok);
+    let (ok, _, _) = run(&["staff", "enable", "officer"]);
+    assert!(ok);
+    let (ok, out, _) = run(&["staff", "list"]);
+    assert!(ok && flags(&out) == ["no", "no"], "{out}");
+    let (ok, _, err) = run(&["staff", "enable", "nobody"]);
+    assert!(!ok && err.contains("no staff member"), "{err}");
     let (ok, out, _) = run(&["audit", "export", "--format", "csv"]);
     assert!(ok);
     let rows: Vec<&str> = out.lines().collect();
-    assert_eq!(rows.len(), 4, "{out}");
+    assert_eq!(rows.len(), 7, "{out}");
     assert!(rows[0].starts_with("id,at,time,actor"));
     assert!(
         rows[1].contains(",system,,,staff_add,staff,officer,success,"),
@@ -1152,8 +1290,8 @@ fn the_admin_command_line_adds_lists_and_exports_non_interactively() {
     assert!(ok && out.is_empty(), "{out}");
     let (ok, out, _) = run(&["audit", "export"]);
     assert!(ok);
-    // The exports are themselves audited: 3 actions + 2 exports.
-    assert_eq!(out.lines().count(), 5, "{out}");
+    // The exports are themselves audited: 6 actions + 2 exports.
+    assert_eq!(out.lines().count(), 8, "{out}");
     let last: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert_eq!(last["action"], "audit_export");
     assert_eq!(last["detail"]["via"], "cli");

@@ -1341,6 +1341,14 @@ async fn staff_totp_steps_are_single_use(b: &dyn Backend) {
     assert!(!one.use_totp_step(m.id, 99).await.unwrap());
     assert!(two.use_totp_step(m.id, 101).await.unwrap());
     assert!(!one.use_totp_step(9999, 1).await.unwrap());
+    // A new secret starts the record of used steps over; removing it turns TOTP off.
+    assert!(one.set_staff_totp(m.id, Some(&[2; 20])).await.unwrap());
+    let creds = two.staff_credentials("choi").await.unwrap().unwrap();
+    assert_eq!(creds.totp_secret, Some(vec![2; 20]));
+    assert!(two.use_totp_step(m.id, 50).await.unwrap());
+    assert!(one.set_staff_totp(m.id, None).await.unwrap());
+    assert!(!two.staff_member(m.id).await.unwrap().unwrap().totp_enabled);
+    assert!(!one.set_staff_totp(9999, None).await.unwrap());
 }
 
 async fn staff_audit_appends_queries_and_refuses_changes(b: &dyn Backend) {

@@ -242,12 +242,15 @@ impl Refused {
             .into_response(),
             (Refused::Csrf, true) => ApiError::forbidden(
                 "csrf",
-                "this request lacks the session's CSRF token (form field _csrf or header X-CSRF-Token)",
+                "this request lacks the session's CSRF token \
+                 (form field _csrf or header X-CSRF-Token)",
             )
             .into_response(),
             (Refused::TooLarge, true) => ApiError::PayloadTooLarge.into_response(),
             (Refused::TooLarge, false) => denied_page(headers, StatusCode::PAYLOAD_TOO_LARGE),
-            (Refused::Csrf, false) => crate::console::render_csrf_refused(Lang::from_headers(headers)),
+            (Refused::Csrf, false) => {
+                crate::console::render_csrf_refused(Lang::from_headers(headers))
+            }
             (Refused::Forbidden, false) => denied_page(headers, StatusCode::FORBIDDEN),
         }
     }

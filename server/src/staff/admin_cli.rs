@@ -43,6 +43,9 @@ pub enum AdminError {
     /// A `--scope` before any `--role`.
     #[error("--scope {0:?} comes before any --role; write --role <role> --scope <code>")]
     ScopeWithoutRole(String),
+    /// The shown name is unusable.
+    #[error("--name must be 1 to 100 characters without control characters")]
+    BadDisplayName,
     /// The username is taken.
     #[error("a staff member named {0:?} already exists")]
     Taken(String),
@@ -187,6 +190,12 @@ pub async fn add<S: StaffStore + ?Sized>(
         return Err(AdminError::NoGrant);
     }
     let display_name = add.display_name.trim().to_owned();
+    if display_name.is_empty()
+        || display_name.chars().count() > 100
+        || display_name.chars().any(char::is_control)
+    {
+        return Err(AdminError::BadDisplayName);
+    }
     if store.staff_credentials(&username).await?.is_some() {
         return Err(AdminError::Taken(username));
     }
@@ -201,11 +210,7 @@ pub async fn add<S: StaffStore + ?Sized>(
     let member = store
         .add_staff(&NewStaffMember {
             username: username.clone(),
-            display_name: if display_name.is_empty() {
-                username.clone()
-            } else {
-                display_name
-            },
+            display_name,
             password_hash,
             grants: add.grants,
             totp_secret,
@@ -259,6 +264,63 @@ pub async fn disable<S: StaffStore + ?Sized>(
     )
     .await;
     writeln!(out, "disabled {name}; {ended} session(s) ended").map_err(io_err("cannot write"))
+}
+
+/// `staff enable`: a disabled member may log in again (their old sessions stay ended).
+pub async fn enable<S: StaffStore + ?Sized>(
+    store: &S,
+    now: i64,
+    username: &str,
+    out: &mut dyn Write,
+) -> Result<(), AdminError> {
+    let (id, name) = member_id(store, username).await?;
+    store.set_staff_disabled(id, false).await?;
+    audit::append(
+        store,
+        now,
+        &cli_entry(actions::STAFF_ENABLE, &name).detail(json!({ "via": "cli" })),
+    )
+    .await;
+    writeln!(out, "enabled {name}").map_err(io_err("cannot write"))
+}
+
+/// `staff totp`: a new TOTP secret (its URI printed once) or, with `remove`, none; either
+/// way the member's sessions end (a lost phone is the usual reason).
+pub async fn set_totp<S: StaffStore + ?Sized>(
+    store: &S,
+    now: i64,
+    username: &str,
+    remove: bool,
+    out: &mut dyn Write,
+) -> Result<(), AdminError> {
+    let (id, name) = member_id(store, username).await?;
+    let secret = (!remove).then(totp::new_secret);
+    let uri = secret
+        .as_deref()
+        .map(|s| totp::otpauth_uri(s, &name))
+        .transpose()?;
+    store.set_staff_totp(id, secret.as_deref()).await?;
+    let ended = store.end_member_sessions(id, now).await?;
+    audit::append(
+        store,
+        now,
+        &cli_entry(actions::STAFF_TOTP, &name).detail(json!({
+            "via": "cli",
+            "totp": !remove,
+            "sessions_ended": ended,
+        })),
+    )
+    .await;
+    let w = || io_err("cannot write");
+    match uri {
+        Some(uri) => writeln!(
+            out,
+            "new TOTP for {name} (add to an authenticator app; shown once): {uri}"
+        )
+        .map_err(w())?,
+        None => writeln!(out, "TOTP removed for {name}").map_err(w())?,
+    }
+    writeln!(out, "{ended} session(s) ended").map_err(w())
 }
 
 /// `staff reset-password`: a new password (checked), and every session of the member ends.

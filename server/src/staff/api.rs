@@ -123,11 +123,16 @@ async fn me(
 ) -> Json<Value> {
     let m = &session.member;
     let idle = i64::try_from(state.config.staff_idle_timeout_secs).unwrap_or(i64::MAX);
+    let grants: Vec<Value> = m
+        .grants
+        .iter()
+        .map(|g| json!({ "role": g.role.as_str(), "scope": g.scope }))
+        .collect();
     Json(json!({
         "id": m.id,
         "username": m.username,
         "display_name": m.display_name,
-        "grants": m.grants.iter().map(|g| json!({ "role": g.role.as_str(), "scope": g.scope })).collect::<Vec<_>>(),
+        "grants": grants,
         "totp_enabled": m.totp_enabled,
         "session": {
             "kind": session.kind.as_str(),

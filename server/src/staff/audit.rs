@@ -84,6 +84,10 @@ pub mod actions {
     pub const STAFF_ADD: &str = "staff_add";
     /// A member disabled.
     pub const STAFF_DISABLE: &str = "staff_disable";
+    /// A member enabled again.
+    pub const STAFF_ENABLE: &str = "staff_enable";
+    /// A member's TOTP second factor set anew or removed.
+    pub const STAFF_TOTP: &str = "staff_totp";
     /// A member's password replaced.
     pub const STAFF_RESET_PASSWORD: &str = "staff_reset_password";
     /// The audit log read.

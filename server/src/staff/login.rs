@@ -115,24 +115,22 @@ pub async fn login(state: &AppState, attempt: LoginAttempt<'_>) -> Result<Logged
     let name = normalize_username(attempt.username);
     let key = name_key(&state.config.pepper, &name);
     let now = state.now_secs();
-    if let Some(until) = state.store.login_locked_until(&key, now).await? {
-        let entry = AuditEntry::new(Actor::UnknownName, actions::LOGIN_LOCKED, Outcome::Denied)
-            .from_ip(attempt.client_ip)
-            .detail(json!({ "event": "attempt_while_locked", "name_key": key_prefix(&key), "until": until }));
-        audit::record(state, with_actor(entry, &name, state).await).await;
-        return Err(LoginError::Locked {
-            retry_after_secs: (until - now).max(1),
-        });
-    }
     let address = address_key(&state.config.pepper, attempt.client_ip);
-    if let Some(until) = state.store.login_locked_until(&address, now).await? {
-        let entry = AuditEntry::new(Actor::UnknownName, actions::LOGIN_LOCKED, Outcome::Denied)
-            .from_ip(attempt.client_ip)
-            .detail(json!({ "event": "attempt_from_locked_address", "name_key": key_prefix(&key), "until": until }));
-        audit::record(state, with_actor(entry, &name, state).await).await;
-        return Err(LoginError::Locked {
-            retry_after_secs: (until - now).max(1),
-        });
+    let locks = [
+        (key, "attempt_while_locked"),
+        (address, "attempt_from_locked_address"),
+    ];
+    for (lock_key, event) in locks {
+        if let Some(until) = state.store.login_locked_until(&lock_key, now).await? {
+            let detail = json!({ "event": event, "name_key": key_prefix(&key), "until": until });
+            let entry = AuditEntry::new(Actor::UnknownName, actions::LOGIN_LOCKED, Outcome::Denied)
+                .from_ip(attempt.client_ip)
+                .detail(detail);
+            audit::record(state, with_actor(entry, &name, state).await).await;
+            return Err(LoginError::Locked {
+                retry_after_secs: (until - now).max(1),
+            });
+        }
     }
     let creds = state.store.staff_credentials(&name).await?;
     match check(state, creds.as_ref(), &attempt, now).await? {
@@ -270,7 +268,11 @@ async fn fail(
             state,
             AuditEntry::new(Actor::System, actions::LOGIN_LOCKED, Outcome::Failure)
                 .from_ip(attempt.client_ip)
-                .detail(json!({ "event": "address_locked", "until": until, "failures": from_address.failures })),
+                .detail(json!({
+                    "event": "address_locked",
+                    "until": until,
+                    "failures": from_address.failures,
+                })),
         )
         .await;
         tracing::warn!("a client address was locked after repeated failed staff logins");

@@ -101,6 +101,9 @@ pub trait StaffStore: Send + Sync {
     /// Replaces a member's password hash. False if there is no such member.
     async fn set_staff_password(&self, id: i64, password_hash: &str, now: i64)
         -> StoreResult<bool>;
+    /// Sets (a new secret) or removes a member's TOTP second factor; the record of used
+    /// steps starts over. False if there is no such member.
+    async fn set_staff_totp(&self, id: i64, secret: Option<&[u8]>) -> StoreResult<bool>;
     /// Records that the TOTP code of time step `step` was used by member `id`, atomically:
     /// true only if no code of this or a later step was used before (a code is never
     /// accepted twice).

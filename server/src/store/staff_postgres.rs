@@ -178,6 +178,17 @@ impl StaffStore for PgStore {
             == 1)
     }
 
+    async fn set_staff_totp(&self, id: i64, secret: Option<&[u8]>) -> StoreResult<bool> {
+        let conn = self.conn().await?;
+        Ok(conn
+            .execute(
+                "UPDATE staff_members SET totp_secret = $2, totp_last_step = NULL WHERE id = $1",
+                &[&id, &secret],
+            )
+            .await?
+            == 1)
+    }
+
     async fn use_totp_step(&self, id: i64, step: i64) -> StoreResult<bool> {
         let conn = self.conn().await?;
         Ok(conn

@@ -215,6 +215,17 @@ impl StaffStore for SqliteStore {
         .await
     }
 
+    async fn set_staff_totp(&self, id: i64, secret: Option<&[u8]>) -> StoreResult<bool> {
+        let secret = secret.map(<[u8]>::to_vec);
+        self.call(move |conn| {
+            Ok(conn.execute(
+                "UPDATE staff_members SET totp_secret = ?2, totp_last_step = NULL WHERE id = ?1",
+                params![id, secret],
+            )? == 1)
+        })
+        .await
+    }
+
     async fn use_totp_step(&self, id: i64, step: i64) -> StoreResult<bool> {
         self.call(move |conn| {
             Ok(conn.execute(
