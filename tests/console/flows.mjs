@@ -221,6 +221,7 @@ async function officerFlows(browser) {
   await Promise.all([page.waitForNavigation(), page.click('form[action="/console/login"] button[type=submit]')]);
   check('empty form names both fields', (await page.locator('.error-summary li').count()) === 2 &&
     (await page.locator('.error-summary a[href="#password"]').count()) === 1);
+  await visit(page, 'login-empty');
 
   // A sign-in form without its double-submit token signs no one in.
   await page.evaluate(() => document.querySelector('form[action="/console/login"] input[name=_csrf]').remove());
@@ -233,6 +234,7 @@ async function officerFlows(browser) {
   check('sign-in without its CSRF token refused', noToken.status() === 400 &&
     pathOf(page) === '/console/login' &&
     (await page.textContent('.error-summary')).includes(L.ko.LoginFormRenewed), noToken.status());
+  await visit(page, 'login-no-token');
 
   // The officer signs in and sees the officer's home.
   await signIn(page, officer);
@@ -289,6 +291,7 @@ async function officerFlows(browser) {
   resp = await page.goto(url(`/console/agency/${officer.agency}`));
   check('old cookie refused after sign out', pathOf(page) === '/console/login' &&
     (await h1(page)) === L.ko.LoginTitle, page.url());
+  await visit(page, 'old-cookie-to-sign-in');
   const raw = await context.request.get(url('/console/'), { maxRedirects: 0 });
   check('old cookie gets no page', raw.status() === 303 &&
     (raw.headers().location || '').startsWith('/console/login'), raw.status());
@@ -300,6 +303,7 @@ async function dispatcherFlows(browser) {
   const { context, page } = await newPage(browser, 'en-GB');
   await page.goto(url('/console/login'));
   check('sign-in page follows Accept-Language', (await h1(page)) === L.en.LoginTitle);
+  await visit(page, 'dispatcher-login-en');
   await signIn(page, dispatcher);
   check('dispatcher lands on home', pathOf(page) === '/console/' && (await h1(page)) === L.en.HomeTitle, page.url());
   const regionLink = page.locator(`a[href="/console/dispatch/${dispatcher.region}"]`);
@@ -312,6 +316,7 @@ async function dispatcherFlows(browser) {
   const resp = await page.goto(url(`/console/agency/${officer.agency}`));
   check('dispatcher refused the agency page', resp.status() === 403 && (await h1(page)) === L.en.Denied403Title,
     resp.status());
+  await visit(page, 'dispatcher-agency-403-en');
   await context.close();
 }
 
@@ -322,6 +327,7 @@ async function adminFlows(browser) {
   await page.goto(url('/console/admin/staff'));
   check('deep link asks to sign in', pathOf(page) === '/console/login' &&
     new URL(page.url()).searchParams.get('next') === '/console/admin/staff', page.url());
+  await visit(page, 'admin-login-deep-link');
   await signIn(page, admin);
   check('admin comes back to the deep link', pathOf(page) === '/console/admin/staff', page.url());
   await page.goto(url('/console/'));
@@ -376,6 +382,7 @@ async function adminFlows(browser) {
   await page.goto(url(`/console/admin/audit?action=audit_view`));
   const views = await page.$$eval('table.audit tbody tr [data-col=action]', (tds) => tds.map((td) => td.textContent.trim()));
   check('viewing the audit log is audited', views.length >= 2 && views.every((a) => a === 'audit_view'), views.length);
+  await visit(page, 'admin-audit-views');
 
   const resp = await page.goto(url('/console/no-such-page'));
   check('unknown console page is a 404 page', resp.status() === 404 && (await h1(page)) === L.ko.Denied404Title,
