@@ -231,12 +231,14 @@ pub fn render(lang: Lang, viewer: Viewer<'_>, here: &str, view: &AuditView<'_>) 
                     }
                 }
             }
-            nav class="pagination" aria-label=(t(Label::AuditTitle)) {
-                @if q.before.is_some() {
-                    a href=(q.with_before(None)) { (t(Label::NewestEntries)) }
-                }
-                @if let Some(id) = older {
-                    a href=(q.with_before(Some(id))) rel="next" { (t(Label::OlderEntries)) " →" }
+            @if q.before.is_some() || older.is_some() {
+                nav class="pagination" aria-label=(t(Label::AuditTitle)) {
+                    @if q.before.is_some() {
+                        a href=(q.with_before(None)) { (t(Label::NewestEntries)) }
+                    }
+                    @if let Some(id) = older {
+                        a href=(q.with_before(Some(id))) rel="next" { (t(Label::OlderEntries)) " →" }
+                    }
                 }
             }
         }
