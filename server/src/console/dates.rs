@@ -1,19 +1,18 @@
 //! Dates as the console shows and reads them: `YYYY-MM-DD` and `YYYY-MM-DD HH:MM:SS`, in UTC
-//! (the audit log is kept in Unix seconds; one zone for every reader avoids ambiguity).
+//! (the audit log is kept in Unix seconds; one zone for every reader avoids ambiguity). The
+//! calendar arithmetic is the admin command line's (`staff::admin_cli::{rfc3339,
+//! parse_since}`), so the console and the CSV export never disagree on a date.
+
+use crate::staff::admin_cli::{parse_since, rfc3339};
 
 const SECS_PER_DAY: i64 = 86_400;
 
 /// `2026-11-29 20:15:03` for Unix seconds `secs`.
 pub fn format_utc(secs: i64) -> String {
-    let days = secs.div_euclid(SECS_PER_DAY);
-    let rem = secs.rem_euclid(SECS_PER_DAY);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    rfc3339(secs)
+        .replacen('T', " ", 1)
+        .trim_end_matches('Z')
+        .to_owned()
 }
 
 /// Unix seconds at the start (00:00:00 UTC) of the day `YYYY-MM-DD`; `None` if it is not a
@@ -33,7 +32,7 @@ pub fn parse_day(text: &str) -> Option<i64> {
     if y < 1970 || !(1..=12).contains(&m) || d < 1 || d > days_in_month(y, m) {
         return None;
     }
-    Some(days_from_civil(y, m, d) * SECS_PER_DAY)
+    parse_since(&format!("{text}T00:00:00Z")).ok()
 }
 
 /// The last second of the day that `parse_day` starts.
@@ -52,30 +51,6 @@ fn days_in_month(y: i64, m: u32) -> u32 {
         4 | 6 | 9 | 11 => 30,
         _ => 31,
     }
-}
-
-// Howard Hinnant's days-from-civil algorithms (proleptic Gregorian calendar).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]
