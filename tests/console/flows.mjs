@@ -253,6 +253,10 @@ async function officerFlows(browser) {
   let resp = await page.goto(url(`/console/dispatch/${dispatcher.region}`));
   check('officer refused the dispatch page', resp.status() === 403 &&
     (await h1(page)) === L.ko.Denied403Title, `${resp.status()} ${await h1(page)}`);
+  check('refused page keeps the header of who is signed in',
+    (await page.locator('form[action="/console/logout"] input[name=_csrf]').count()) === 1 &&
+    new URL(await page.getAttribute('a[hreflang="en"]', 'href'), base).searchParams.get('next') ===
+      `/console/dispatch/${dispatcher.region}`);
   await visit(page, 'officer-dispatch-403');
   resp = await page.goto(url('/console/admin/audit'));
   check('officer refused the audit page', resp.status() === 403 &&

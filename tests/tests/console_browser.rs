@@ -41,6 +41,7 @@ const EXPECTED_CHECKS: &[&str] = &[
     "officer home has no dispatch or admin card",
     "officer opens the agency page",
     "officer refused the dispatch page",
+    "refused page keeps the header of who is signed in",
     "officer refused the audit page",
     "officer refused another agency",
     "form without CSRF token refused",

@@ -6,11 +6,12 @@
 //! Every route is registered through the staff domain's [`StaffRouter`], so sessions, roles,
 //! scopes and CSRF are checked in that one place before a handler runs.
 
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::{get, post};
 
 use crate::staff::access::{Need, StaffRouter};
+use crate::staff::session::StaffSession;
 use crate::staff::Role;
 
 pub mod assets;
@@ -94,6 +95,23 @@ pub fn routes(r: StaffRouter) -> StaffRouter {
 /// The console page for a refusal by status: 401 (sign in), 403 (no access), 404, else 500.
 pub fn render_denied(lang: Lang, status: StatusCode) -> Response {
     render_refusal(lang, Refusal::from_status(status))
+}
+
+/// The 403 page for a signed-in member who lacks the role or scope: the header still says
+/// who is signed in and offers to sign out, and the language switch comes back here.
+pub fn render_forbidden(headers: &HeaderMap, uri: &Uri, session: &StaffSession) -> Response {
+    let viewer = layout::Viewer {
+        display_name: &session.member.display_name,
+        username: &session.member.username,
+        csrf_token: &session.csrf_token,
+    };
+    let here = uri.path_and_query().map_or("/console/", |pq| pq.as_str());
+    let lang = Lang::from_headers(headers);
+    let refusal = Refusal::Forbidden;
+    layout::respond(
+        refusal.status(),
+        denied::render_for(lang, refusal, Some(viewer), here),
+    )
 }
 
 /// The console page for a form posted without its CSRF token (403).

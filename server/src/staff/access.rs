@@ -194,10 +194,12 @@ async fn check(State(guard): State<Guard>, req: Request, next: Next) -> Response
             .detail(json!({ "need": format!("{:?}", guard.need) })),
         )
         .await;
-        return marked(
-            Refused::Forbidden.into_response(api, &parts.headers),
-            "forbidden",
-        );
+        let refused = if api {
+            Refused::Forbidden.into_response(api, &parts.headers)
+        } else {
+            crate::console::render_forbidden(&parts.headers, &parts.uri, &session)
+        };
+        return marked(refused, "forbidden");
     }
     parts.extensions.insert(session);
     next.run(Request::from_parts(parts, body)).await

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use maud::{html, Markup};
 
 use crate::console::i18n::{Label, Lang};
-use crate::console::layout::{self, Frame};
+use crate::console::layout::{self, Frame, Viewer};
 
 /// Why a request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,8 +60,13 @@ impl Refusal {
     }
 }
 
-/// The page.
+/// The page, for no one in particular.
 pub fn render(lang: Lang, refusal: Refusal) -> Markup {
+    render_for(lang, refusal, None, "/console/")
+}
+
+/// The page for `viewer` (when signed in), at `here` (where the language switch returns).
+pub fn render_for(lang: Lang, refusal: Refusal, viewer: Option<Viewer<'_>>, here: &str) -> Markup {
     let t = |l: Label| l.text(lang);
     let (title, text) = refusal.labels();
     let body = html! {
@@ -79,8 +84,8 @@ pub fn render(lang: Lang, refusal: Refusal) -> Markup {
         &Frame {
             lang,
             title: t(title),
-            viewer: None,
-            here: "/console/",
+            viewer,
+            here,
         },
         body,
     )
