@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: starts sotong-server (SQLite under ./sotong-data),
 # then two devices of one citizen, driven through the `sotong` terminal client, draft a
-# proposal, go offline, edit it concurrently and merge. The server keeps serving afterwards
-# (Ctrl-C stops it); pass --once to stop after the demo.
+# proposal, go offline, edit it concurrently and merge. It also creates staff accounts for
+# the web console (an admin, an agency officer, a dispatcher) with printed development
+# passwords, and prints the console's URL. The server keeps serving afterwards (Ctrl-C stops
+# it); pass --once to stop after the demo.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -29,6 +31,27 @@ for _ in $(seq 1 100); do [ -s "$work/addr" ] && break; sleep 0.1; done
 [ -s "$work/addr" ] || { cat "$work/server.log" >&2; exit 1; }
 server=http://$(tr -d '[:space:]' <"$work/addr")
 echo "== sotong-server listening on $server (data: ${SOTONG_DATA_DIR:-./sotong-data})"
+console="http://localhost:${server##*:}/console/"
+
+echo "== staff accounts for the console (development passwords; a rerun gives new ones)"
+staff_member() { # username, shown name, role, scope (may be empty)
+  local user=$1 name=$2 role=$3 scope=$4 pw
+  pw="dev-$(od -An -N9 -tx1 /dev/urandom | tr -d ' \n')"
+  local store=(--data-dir "${SOTONG_DATA_DIR:-./sotong-data}")
+  if "$bin/sotong-server" staff list "${store[@]}" | awk 'NR > 1 {print $1}' | grep -qx "$user"; then
+    printf '%s\n' "$pw" | "$bin/sotong-server" staff reset-password "$user" "${store[@]}" >/dev/null
+  else
+    local grant=(--role "$role")
+    [ -n "$scope" ] && grant+=(--scope "$scope")
+    printf '%s\n' "$pw" | "$bin/sotong-server" staff add "$user" --name "$name" "${grant[@]}" "${store[@]}" >/dev/null
+  fi
+  printf '   %-13s %-28s password: %s\n' "$user" "$role${scope:+ of $scope}" "$pw"
+}
+staff_member demo.admin "관리자 (demo)" admin ""
+staff_member demo.officer "김담당 (demo)" agency_officer MOLIT
+staff_member demo.dispatch "이상황 (demo)" dispatcher seoul
+echo "== staff console: $console (sign in with a name and password above)"
+
 
 phone="+8210$(printf '%08d' $((RANDOM * 32768 + RANDOM)))"
 sotong() { "$bin/sotong" --server "$server" "$@"; }
@@ -120,6 +143,6 @@ kill "$live_pid" 2>/dev/null || true; wait "$live_pid" 2>/dev/null || true
 live_pid=
 
 if ! $once; then
-  echo "== server still running at $server (Ctrl-C to stop)"
+  echo "== server still running at $server, staff console at $console (Ctrl-C to stop)"
   wait "$server_pid"
 fi

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
@@ -61,8 +61,12 @@ async fn ready(State(state): State<AppState>) -> Result<&'static str, ApiError> 
     })
 }
 
-async fn not_found() -> ApiError {
-    ApiError::not_found("not_found", "no such route")
+/// No route: the console's 404 page under `/console/`, the API's JSON error elsewhere.
+async fn not_found(uri: axum::http::Uri, headers: axum::http::HeaderMap) -> Response {
+    if uri.path().starts_with("/console/") {
+        return crate::console::not_found(&headers);
+    }
+    ApiError::not_found("not_found", "no such route").into_response()
 }
 
 /// Logs method, path (never the query string: it may carry a ticket), status and latency.

@@ -2,8 +2,8 @@
 //!
 //! Sotong's sync and API server: citizen accounts (one-time codes, device tokens, WebSocket
 //! tickets), document listing and sync, on SQLite or PostgreSQL; and the officials' side
-//! (`staff`: staff accounts, sessions, the access check and the audit log); SOS silent calls
-//! (`sos`: beacons, dispatch feed and actions, SMS gateway).
+//! (`staff`: staff accounts, sessions, the access check and the audit log; `console`: their
+//! web pages); SOS silent calls (`sos`: beacons, dispatch feed and actions, SMS gateway).
 //!
 //! `serve` starts a server on a listener and returns a handle to stop it; `main.rs` is a thin
 //! command line around it, and tests run real servers in-process the same way.
@@ -12,6 +12,7 @@ pub mod app;
 pub mod auth;
 pub mod client_ip;
 pub mod config;
+pub mod console;
 pub mod documents;
 pub mod error;
 pub mod log_filter;

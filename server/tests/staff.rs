@@ -672,7 +672,10 @@ async fn scoped_routes_check_the_path_parameter() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     assert_eq!(res.headers()[ACCESS_HEADER], "forbidden");
-    assert!(res.text().await.unwrap().contains("<h1>403</h1>"));
+    // The console's 403 page, in the default language.
+    let denied = sotong_server::console::i18n::Label::Denied403Title;
+    let title = format!("<h1>{}</h1>", denied.text(sotong_server::console::Lang::Ko));
+    assert!(res.text().await.unwrap().contains(&title));
     // No session: the console sends the browser to the login page, and back afterwards.
     let res = get_page("/console/agency/MOIS", None).await.unwrap();
     assert_eq!(res.status(), StatusCode::SEE_OTHER);

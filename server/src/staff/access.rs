@@ -21,6 +21,7 @@ use serde_json::json;
 use super::audit::{self, actions, AuditEntry, Outcome};
 use super::session::{self, SessionKind, StaffSession, SESSION_COOKIE};
 use super::{csrf, Role, StaffMember};
+use crate::console::Lang;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -138,7 +139,9 @@ impl StaffRouter {
 /// All staff routes (console pages and the `/v1/staff` JSON API): the app's router and the
 /// role × route table test both come from here.
 pub fn staff_router() -> StaffRouter {
-    crate::sos::dispatch::routes(super::api::routes(StaffRouter::new()))
+    crate::sos::dispatch::routes(crate::console::routes(super::api::routes(
+        StaffRouter::new(),
+    )))
 }
 
 #[derive(Clone)]
@@ -188,7 +191,7 @@ async fn check(State(guard): State<Guard>, req: Request, next: Next) -> Response
                     Refused::TooLarge => "too_large",
                     _ => "csrf",
                 };
-                return marked(refused.into_response(api), why);
+                return marked(refused.into_response(api, &parts.headers), why);
             }
         }
     } else {
@@ -226,7 +229,12 @@ async fn check(State(guard): State<Guard>, req: Request, next: Next) -> Response
             .detail(json!({ "need": format!("{:?}", guard.need) })),
         )
         .await;
-        return marked(Refused::Forbidden.into_response(api), "forbidden");
+        let refused = if api {
+            Refused::Forbidden.into_response(api, &parts.headers)
+        } else {
+            crate::console::render_forbidden(&parts.headers, &parts.uri, &session)
+        };
+        return marked(refused, "forbidden");
     }
     parts.extensions.insert(session);
     next.run(Request::from_parts(parts, body)).await
@@ -283,7 +291,7 @@ enum Refused {
 }
 
 impl Refused {
-    fn into_response(self, api: bool) -> Response {
+    fn into_response(self, api: bool, headers: &HeaderMap) -> Response {
         match (self, api) {
             (Refused::Forbidden, true) => ApiError::forbidden(
                 "forbidden",
@@ -297,8 +305,11 @@ impl Refused {
             )
             .into_response(),
             (Refused::TooLarge, true) => ApiError::PayloadTooLarge.into_response(),
-            (Refused::TooLarge, false) => denied_page(StatusCode::PAYLOAD_TOO_LARGE),
-            (_, false) => denied_page(StatusCode::FORBIDDEN),
+            (Refused::TooLarge, false) => denied_page(headers, StatusCode::PAYLOAD_TOO_LARGE),
+            (Refused::Csrf, false) => {
+                crate::console::render_csrf_refused(Lang::from_headers(headers))
+            }
+            (Refused::Forbidden, false) => denied_page(headers, StatusCode::FORBIDDEN),
         }
     }
 }
@@ -351,30 +362,12 @@ fn unauthenticated(api: bool, parts: &Parts) -> Response {
         }
         return response;
     }
-    denied_page(StatusCode::UNAUTHORIZED)
+    denied_page(&parts.headers, StatusCode::UNAUTHORIZED)
 }
 
-/// A minimal console error page (the console module renders its own).
-pub fn denied_page(status: StatusCode) -> Response {
-    let text = match status {
-        StatusCode::UNAUTHORIZED => "Please log in. / 로그인하세요.",
-        StatusCode::FORBIDDEN => {
-            "You may not open this page. / 이 페이지에 접근할 권한이 없습니다."
-        }
-        _ => "This request cannot be served. / 요청을 처리할 수 없습니다.",
-    };
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>{code}</title>\
-         <main><h1>{code}</h1><p>{text}</p>\
-         <p><a href=\"/console/\">Console / 콘솔</a></p></main></html>",
-        code = status.as_u16()
-    );
-    let mut response = (status, html).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    response
+/// The console's page for a refusal (in the request's language).
+pub fn denied_page(headers: &HeaderMap, status: StatusCode) -> Response {
+    crate::console::render_denied(Lang::from_headers(headers), status)
 }
 
 #[cfg(test)]

@@ -409,9 +409,7 @@ pub async fn export<S: StaffStore + ?Sized>(
     const PAGE: u32 = 500;
     let w = || io_err("cannot write the export");
     if format == ExportFormat::Csv {
-        const HEADER: &str = "id,at,time,actor,actor_id,actor_name,action,target_kind,\
-                              target_id,outcome,client_ip,detail";
-        writeln!(out, "{HEADER}").map_err(w())?;
+        writeln!(out, "{CSV_HEADER}").map_err(w())?;
     }
     let mut after = 0;
     let mut rows = 0u64;
@@ -444,7 +442,12 @@ pub async fn export<S: StaffStore + ?Sized>(
     Ok(())
 }
 
-fn csv_row(r: &AuditRecord) -> String {
+/// The header line of the audit log as CSV (the CLI export and the console's download).
+pub const CSV_HEADER: &str =
+    "id,at,time,actor,actor_id,actor_name,action,target_kind,target_id,outcome,client_ip,detail";
+
+/// One audit entry as a CSV line (no line end), cells quoted and formulas defused.
+pub fn csv_row(r: &AuditRecord) -> String {
     let (actor_id, actor_name) = match &r.actor {
         Actor::Staff { id, username } => (id.to_string(), username.clone()),
         _ => (String::new(), String::new()),
