@@ -66,6 +66,14 @@ async fn a_reader_that_stops_reading_is_closed_with_a_reason() {
     sink.send(tungstenite::Message::Binary(join.encode().into()))
         .await
         .unwrap();
+    // The hub counts a connection once its join is handled: until then "no connection" would
+    // look like "already closed".
+    let hub = server.hub();
+    let joined = eventually(GENEROUS, || async {
+        (hub.connections() == 1).then_some(())
+    })
+    .await;
+    assert!(joined.is_some(), "the connection never joined");
     // Requests for ids that do not exist, each answered, none of the answers read, until the
     // server gives up on this peer. (How many it takes depends on the kernel's socket buffers,
     // which grow on their own: a fixed count sometimes fit in them and was never refused.)
@@ -81,7 +89,6 @@ async fn a_reader_that_stops_reading_is_closed_with_a_reason() {
             }
         }
     });
-    let hub = server.hub();
     let closed = eventually(GENEROUS, || async {
         (hub.connections() == 0).then_some(())
     })
