@@ -11,12 +11,20 @@ cd "$root"
 once=false
 [ "${1:-}" = "--once" ] && once=true
 
-cargo build -q --release -p sotong-server -p sotong-cli
-bin=${CARGO_TARGET_DIR:-$root/target}/release
+profile=release
+[ "${SOTONG_DEMO_DEBUG:-}" = 1 ] && profile=debug # a quicker build while developing the demo
+if [ "$profile" = release ]; then
+  cargo build -q --release -p sotong-server -p sotong-cli
+else
+  cargo build -q -p sotong-server -p sotong-cli
+fi
+bin=${CARGO_TARGET_DIR:-$root/target}/$profile
 work=$(mktemp -d)
 server_pid=
 live_pid=
+sos_pid=
 cleanup() {
+  if [ -n "$sos_pid" ]; then kill "$sos_pid" 2>/dev/null || true; wait "$sos_pid" 2>/dev/null || true; fi
   if [ -n "$live_pid" ]; then kill "$live_pid" 2>/dev/null || true; wait "$live_pid" 2>/dev/null || true; fi
   if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
   rm -rf "$work"
@@ -46,6 +54,7 @@ staff_member() { # username, shown name, role, scope (may be empty)
     printf '%s\n' "$pw" | "$bin/sotong-server" staff add "$user" --name "$name" "${grant[@]}" "${store[@]}" >/dev/null
   fi
   printf '   %-13s %-28s password: %s\n' "$user" "$role${scope:+ of $scope}" "$pw"
+  printf '%s' "$pw" >"$work/password.$user"
 }
 staff_member demo.admin "관리자 (demo)" admin ""
 staff_member demo.officer "김담당 (demo)" agency_officer MOLIT
@@ -141,6 +150,54 @@ wait_for "$work/live.out" "changed $id" 2
 echo "== B holds A's edit made after the restart:"; sotong --home "$b" proposal show "$id" | sed -n 1p
 kill "$live_pid" 2>/dev/null || true; wait "$live_pid" 2>/dev/null || true
 live_pid=
+
+echo "== SOS silent call: phone A sets its PINs and triggers an incident in Seoul"
+sotong --home "$a" sos pins --set 2468 --duress 1357 >/dev/null
+incident=$(sotong --home "$a" sos trigger --how power-key)
+echo "   incident $incident; fixes are written to the phone's SQLite file before anything is sent"
+sotong --home "$a" sos fix --lat 37.5665 --lon 126.9780 --accuracy 12 --method gps --battery 64 >/dev/null
+sotong --home "$a" sos fix --lat 37.5668 --lon 126.9784 --accuracy 9 --method gps --battery 63 >/dev/null
+"$bin/sotong" --server "$server" --home "$a" sos run >"$work/sos.out" 2>"$work/sos.err" &
+sos_pid=$!
+wait_for "$work/sos.out" "^received" 1
+echo "== the dispatcher (demo.dispatch, Seoul) signs in with a bearer token and reads the live feed"
+token=$(jq -n --arg u demo.dispatch --rawfile p "$work/password.demo.dispatch" '{username: $u, password: $p}' \
+  | curl -sf -H 'content-type: application/json' --data-binary @- "$server/v1/staff/login" | jq -r .token)
+dispatch() { # method, path, [json body]
+  curl -sf -X "$1" -H "authorization: Bearer $token" -H 'content-type: application/json' \
+    ${3:+--data-binary "$3"} "$server$2"
+}
+curl -sN --max-time 2 -H "authorization: Bearer $token" "$server/v1/dispatch/feed" 2>/dev/null \
+  | python3 -c '
+import json, sys
+kind = None
+for line in sys.stdin:
+    if line.startswith("event:"):
+        kind = line[6:].strip()
+    elif line.startswith("data:"):
+        ev = json.loads(line[5:])
+        if ev["incident"] == sys.argv[1]:
+            region, data = ev["region"], json.dumps(ev["data"], ensure_ascii=False)
+            print(f"   feed: {kind:<8} region={region} {data[:110]}")
+' "$incident" || true
+echo "== dispatch acknowledges and writes to the person; the phone gets both silently"
+dispatch POST "/v1/dispatch/incidents/$incident/acknowledge" >/dev/null
+dispatch POST "/v1/dispatch/incidents/$incident/message" '{"text":"경찰이 가고 있습니다. 말하기 어려우면 버튼으로 답하세요."}' >/dev/null
+wait_for "$work/sos.out" "^message:" 1
+sed 's/^/   phone A: /' "$work/sos.out"
+echo "== the person answers with one tap; dispatch assigns a unit, then closes the incident"
+sotong --home "$a" sos reply --cant-talk >/dev/null
+dispatch POST "/v1/dispatch/incidents/$incident/assign" '{"unit":"종로 112-3"}' >/dev/null
+wait_for "$work/sos.out" "^unit assigned" 1
+dispatch POST "/v1/dispatch/incidents/$incident/close" '{"outcome":"resolved_on_scene"}' >/dev/null
+wait "$sos_pid" 2>/dev/null || true
+sos_pid=
+echo "== what the phone shows at the end:"; sotong --home "$a" sos status | sed 's/^/   /'
+echo "== the dispatcher's view of the incident (every view and action is in the audit log):"
+dispatch GET "/v1/dispatch/incidents/$incident" \
+  | jq -r '"   region \(.incident.region), phase \(.incident.phase), unit \(.incident.unit), outcome \(.incident.outcome), \(.trail | length) fixes, \(.messages | length) messages"'
+echo "== exported as PIDF-LO for police systems (RFC 4119 / 5491):"
+dispatch GET "/v1/dispatch/incidents/$incident/pidf-lo" | head -c 400 | sed 's/^/   /'; echo
 
 if ! $once; then
   echo "== server still running at $server, staff console at $console (Ctrl-C to stop)"
