@@ -555,7 +555,7 @@ async fn actions_reach_the_phone(backend: Backend) {
         .post(
             &format!("{base}/close"),
             &seoul,
-            json!({ "outcome": "person safe" }),
+            json!({ "outcome": "assisted" }),
         )
         .await;
     assert_eq!(status, StatusCode::OK);
@@ -885,7 +885,7 @@ async fn purge(backend: Backend) {
     s.post(
         &format!("/v1/dispatch/incidents/{closed}/close"),
         &seoul,
-        json!({ "outcome": "arrested" }),
+        json!({ "outcome": "arrest" }),
     )
     .await;
     // The purge uses the server's store and clock.

@@ -7,3 +7,4 @@ pub mod home;
 pub mod login;
 pub mod scope;
 pub mod staff_list;
+pub mod sos_summary;
