@@ -238,7 +238,9 @@ pub(crate) fn run(client: &Client, command: SosCommand) -> Result<(), String> {
             client
                 .sos_feedback(&incident, feedback)
                 .map_err(|e| e.to_string())?;
-            out!("feedback stored; `sotong sos run` sends it once dispatch has closed the incident");
+            out!(
+                "feedback stored; `sotong sos run` sends it once dispatch has closed the incident"
+            );
         }
         SosCommand::Run => send(client)?,
     }

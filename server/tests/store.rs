@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use sotong_core::hash::sha256;
 use sotong_core::sos::{
-    Beacon, Feedback, Fix, FixMethod, IncidentEvent, IncidentId, Outcome as SosOutcome, ReportedState,
-    TriggerMethod,
+    Beacon, Feedback, Fix, FixMethod, IncidentEvent, IncidentId, Outcome as SosOutcome,
+    ReportedState, TriggerMethod,
 };
 use sotong_core::DocumentId;
 use sotong_server::staff::audit::{actions, Actor, AuditEntry, AuditFilter, Outcome};
@@ -1992,9 +1992,14 @@ async fn sos_summary_by_region_and_month(b: &dyn Backend) {
         (2, SosOutcome::Arrest),
         (3, SosOutcome::Assisted),
     ] {
-        s.sos_dispatch(&incident(n), 7, &DispatchAction::Close { outcome }, day + 900)
-            .await
-            .unwrap();
+        s.sos_dispatch(
+            &incident(n),
+            7,
+            &DispatchAction::Close { outcome },
+            day + 900,
+        )
+        .await
+        .unwrap();
     }
     for (n, rating, safe) in [(1u8, 5, Some(true)), (2, 2, Some(false)), (3, 4, None)] {
         assert!(matches!(
@@ -2008,7 +2013,9 @@ async fn sos_summary_by_region_and_month(b: &dyn Backend) {
     // September in UTC: months are Seoul's.
     s.sos_ingest(d, &[busan(5)], nov_2026(20)).await.unwrap();
     let early_october = 1_790_780_400 + 3_600;
-    s.sos_ingest(d, &[seoul(6, a)], early_october).await.unwrap();
+    s.sos_ingest(d, &[seoul(6, a)], early_october)
+        .await
+        .unwrap();
     // December (outside the range below).
     s.sos_ingest(d, &[seoul(7, a)], nov_2026(31)).await.unwrap();
 
@@ -2016,14 +2023,20 @@ async fn sos_summary_by_region_and_month(b: &dyn Backend) {
     let rows = b.open().await.sos_summary(november).await.unwrap();
     assert_eq!(rows.len(), 2, "{rows:#?}");
     let (busan_row, seoul_row) = (&rows[0], &rows[1]);
-    assert_eq!((busan_row.region.as_str(), busan_row.month.as_str()), ("busan", "2026-11"));
+    assert_eq!(
+        (busan_row.region.as_str(), busan_row.month.as_str()),
+        ("busan", "2026-11")
+    );
     assert_eq!((busan_row.incidents, busan_row.duress), (1, 0));
     assert_eq!(busan_row.median_ack_secs, None);
     assert!(busan_row.closed_by_outcome.is_empty());
     assert_eq!((busan_row.feedback, busan_row.mean_rating), (0, None));
     assert_eq!(busan_row.felt_safe_share, None);
 
-    assert_eq!((seoul_row.region.as_str(), seoul_row.month.as_str()), ("seoul", "2026-11"));
+    assert_eq!(
+        (seoul_row.region.as_str(), seoul_row.month.as_str()),
+        ("seoul", "2026-11")
+    );
     assert_eq!((seoul_row.incidents, seoul_row.duress), (4, 1));
     assert_eq!(seoul_row.median_ack_secs, Some(30.0));
     assert_eq!(
@@ -2053,9 +2066,14 @@ async fn sos_summary_by_region_and_month(b: &dyn Backend) {
             ("2026-12", "seoul", 1)
         ]
     );
-    s.sos_dispatch(&incident(6), 7, &DispatchAction::Acknowledge, early_october + 7)
-        .await
-        .unwrap();
+    s.sos_dispatch(
+        &incident(6),
+        7,
+        &DispatchAction::Acknowledge,
+        early_october + 7,
+    )
+    .await
+    .unwrap();
     let rows = s.sos_summary(autumn).await.unwrap();
     assert_eq!(rows[0].median_ack_secs, Some(7.0));
     let empty = MonthRange::months((2025, 1), (2025, 12)).unwrap();

@@ -148,7 +148,10 @@ mod tests {
     fn outcome_names_round_trip() {
         for o in Outcome::ALL {
             assert_eq!(Outcome::from_name(o.as_str()), Some(o));
-            assert_eq!(serde_json::to_string(&o).unwrap(), format!("\"{}\"", o.as_str()));
+            assert_eq!(
+                serde_json::to_string(&o).unwrap(),
+                format!("\"{}\"", o.as_str())
+            );
         }
         assert_eq!(Outcome::from_name("arrested"), None);
     }

@@ -9,7 +9,7 @@
 //!   then oldest;
 //! - `GET /v1/dispatch/incidents/{id}`: one incident with its trail and messages;
 //! - `POST /v1/dispatch/incidents/{id}/acknowledge | assign {unit} | message {text} |
-//!   note {text} | close {outcome}` (outcome from the closed set [`Outcome`]);
+//!   note {text} | close {outcome}` (outcome from the closed set [`SosOutcome`]);
 //! - `GET /v1/dispatch/incidents/{id}/pidf-lo` and `/aml`: exports of the latest fix.
 
 use axum::extract::{Path, State};
@@ -20,7 +20,7 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sotong_core::sos::beacon::{check_text, MAX_DISPATCH_MESSAGE_CHARS};
-use sotong_core::sos::{IncidentId, Outcome};
+use sotong_core::sos::{IncidentId, Outcome as SosOutcome};
 
 use super::{pidf, regions};
 use crate::client_ip::ClientIp;
@@ -340,7 +340,7 @@ pub async fn note(
 /// Body of close.
 #[derive(Debug, Deserialize)]
 pub struct CloseBody {
-    /// What happened: one of [`Outcome::ALL`] by name (`assisted`, `arrest`, `referred`,
+    /// What happened: one of [`SosOutcome::ALL`] by name (`assisted`, `arrest`, `referred`,
     /// `transported`, `caller_cancelled`, `false_alarm`, `not_found`, `other`); details go in
     /// a note.
     pub outcome: String,
@@ -354,8 +354,8 @@ pub async fn close(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<CloseBody>,
 ) -> Result<Json<ActionDone>, ApiError> {
-    let outcome = Outcome::from_name(body.outcome.trim()).ok_or_else(|| {
-        let known: Vec<&str> = Outcome::ALL.iter().map(|o| o.as_str()).collect();
+    let outcome = SosOutcome::from_name(body.outcome.trim()).ok_or_else(|| {
+        let known: Vec<&str> = SosOutcome::ALL.iter().map(|o| o.as_str()).collect();
         ApiError::bad_request(
             "invalid_outcome",
             format!("the outcome must be one of: {}", known.join(", ")),

@@ -79,7 +79,10 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/sos/beacons", post(ingest::post_beacons))
         .route("/v1/sos/incidents/{id}/events", get(ingest::long_poll))
-        .route("/v1/sos/incidents/{id}/feedback", post(feedback::post_feedback))
+        .route(
+            "/v1/sos/incidents/{id}/feedback",
+            post(feedback::post_feedback),
+        )
         .route("/v1/sos/sms-channel", post(sms_gateway::provision))
         .route("/v1/sos/sms-gateway", post(sms_gateway::webhook))
 }

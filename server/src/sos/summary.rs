@@ -62,13 +62,16 @@ fn read_range(query: Option<String>, now: i64) -> (SummaryQuery, Result<MonthRan
     }
     let month = this_month(now);
     let q = SummaryQuery {
-        from: from.filter(|s| !s.is_empty()).unwrap_or_else(|| month.clone()),
+        from: from
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| month.clone()),
         to: to.filter(|s| !s.is_empty()).unwrap_or(month),
     };
     let range = (|| {
         let f = parse_month(&q.from).ok_or((Some("from"), Label::MonthInvalid))?;
         let t = parse_month(&q.to).ok_or((Some("to"), Label::MonthInvalid))?;
-        let months = (i64::from(t.0) * 12 + i64::from(t.1)) - (i64::from(f.0) * 12 + i64::from(f.1));
+        let months =
+            (i64::from(t.0) * 12 + i64::from(t.1)) - (i64::from(f.0) * 12 + i64::from(f.1));
         if !(0..MAX_MONTHS).contains(&months) {
             return Err((Some("to"), Label::MonthRangeInvalid));
         }
@@ -119,7 +122,15 @@ pub async fn api(
         ApiError::bad_request("invalid_month", why.text(Lang::En).to_owned())
     })?;
     let rows = state.store.sos_summary(range).await?;
-    audited(&state, &session, ip, actions::SOS_SUMMARY_VIEW, &q, rows.len()).await;
+    audited(
+        &state,
+        &session,
+        ip,
+        actions::SOS_SUMMARY_VIEW,
+        &q,
+        rows.len(),
+    )
+    .await;
     Ok(Json(SummaryAnswer {
         from: q.from,
         to: q.to,
@@ -141,7 +152,15 @@ pub async fn console_page(
     let (rows, errors) = match range {
         Ok(range) => match state.store.sos_summary(range).await {
             Ok(rows) => {
-                audited(&state, &session, ip, actions::SOS_SUMMARY_VIEW, &q, rows.len()).await;
+                audited(
+                    &state,
+                    &session,
+                    ip,
+                    actions::SOS_SUMMARY_VIEW,
+                    &q,
+                    rows.len(),
+                )
+                .await;
                 (rows, Vec::new())
             }
             Err(e) => {
@@ -168,10 +187,7 @@ pub async fn console_page(
     } else {
         StatusCode::BAD_REQUEST
     };
-    layout::respond(
-        status,
-        page::render(lang, viewer, here, &q, &rows, &errors),
-    )
+    layout::respond(status, page::render(lang, viewer, here, &q, &rows, &errors))
 }
 
 /// `GET /console/sos/summary.csv?from=&to=`.
@@ -194,7 +210,15 @@ pub async fn console_csv(
             return render_refusal(lang, Refusal::Internal);
         }
     };
-    audited(&state, &session, ip, actions::SOS_SUMMARY_EXPORT, &q, rows.len()).await;
+    audited(
+        &state,
+        &session,
+        ip,
+        actions::SOS_SUMMARY_EXPORT,
+        &q,
+        rows.len(),
+    )
+    .await;
     let mut response = page::csv(&rows).into_response();
     let h = response.headers_mut();
     layout::security_headers(h);

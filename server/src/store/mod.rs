@@ -27,8 +27,8 @@ mod staff_sqlite;
 pub use postgres::{PgOptions, PgStore};
 pub use sos::{
     Acked, DispatchAction, DispatchPhase, FeedbackPut, FeedbackRow, MonthRange, RoutedBeacon,
-    SmsKeyRow, SosEvent, SosIncident, SosIngest, SosMessage, SosStore, StoredBeacon,
-    SummaryRow, Via, NO_REGION, SUMMARY_UTC_OFFSET_SECS,
+    SmsKeyRow, SosEvent, SosIncident, SosIngest, SosMessage, SosStore, StoredBeacon, SummaryRow,
+    Via, NO_REGION, SUMMARY_UTC_OFFSET_SECS,
 };
 pub use sqlite::SqliteStore;
 pub use staff::{

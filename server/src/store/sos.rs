@@ -8,8 +8,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::{json, Value};
 use sotong_core::sos::{
-    Beacon, Feedback, IncidentEvent, IncidentId, Outcome, ReportedState, ServerEvent,
-    TriggerMethod,
+    Beacon, Feedback, IncidentEvent, IncidentId, Outcome, ReportedState, ServerEvent, TriggerMethod,
 };
 
 use super::{DeviceRef, StoreError, StoreResult};
@@ -389,8 +388,8 @@ fn month_start(year: i32, month: u32) -> Option<i64> {
     if !(1970..=9998).contains(&year) || !(1..=12).contains(&month) {
         return None;
     }
-    let utc = crate::staff::admin_cli::parse_since(&format!("{year:04}-{month:02}-01T00:00:00Z"))
-        .ok()?;
+    let utc =
+        crate::staff::admin_cli::parse_since(&format!("{year:04}-{month:02}-01T00:00:00Z")).ok()?;
     Some(utc - SUMMARY_UTC_OFFSET_SECS)
 }
 
@@ -412,7 +411,15 @@ mod month_tests {
     #[test]
     fn month_ranges_are_korean_months() {
         assert_eq!(parse_month("2026-11"), Some((2026, 11)));
-        for bad in ["2026-13", "2026-1", "26-11", "2026/11", "", "2026-00", "１２３４-01"] {
+        for bad in [
+            "2026-13",
+            "2026-1",
+            "26-11",
+            "2026/11",
+            "",
+            "2026-00",
+            "１２３４-01",
+        ] {
             assert_eq!(parse_month(bad), None, "{bad}");
         }
         let r = MonthRange::months((2026, 11), (2026, 12)).unwrap();

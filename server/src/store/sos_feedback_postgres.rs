@@ -43,7 +43,10 @@ pub(super) async fn put_feedback(
         return Ok(FeedbackPut::StillOpen);
     }
     let replaced = tx
-        .query_opt("SELECT 1 FROM sos_feedback WHERE incident_id = $1", &[&id_bytes])
+        .query_opt(
+            "SELECT 1 FROM sos_feedback WHERE incident_id = $1",
+            &[&id_bytes],
+        )
         .await?
         .is_some();
     tx.execute(
@@ -132,7 +135,7 @@ pub(super) async fn summary(store: &PgStore, range: MonthRange) -> StoreResult<V
         });
     }
     let median_sql = format!(
-        "SELECT r, m, percentile_cont(0.5) WITHIN GROUP (ORDER BY d)::float8 FROM ({}) b
+        "SELECT r, m, percentile_cont(0.5) WITHIN GROUP (ORDER BY d::float8)::float8 FROM ({}) b
          GROUP BY r, m",
         keyed("i.acknowledged_at - i.created_at AS d") + " AND i.acknowledged_at IS NOT NULL"
     );

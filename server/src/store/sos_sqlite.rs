@@ -6,13 +6,13 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use sotong_core::sos::{Feedback, IncidentId, ReportedState};
 
 use super::sos::{
-    merge_summary, FeedbackPut, FeedbackRow, MonthRange, SummaryRow, NO_REGION,
-    SUMMARY_UTC_OFFSET_SECS,
-};
-use super::sos::{
     action_feed, action_phone_event, beacon_events, beacon_from_parts, event_from_parts,
     incident_from_parts, phase_after, to_json, Acked, DispatchAction, RoutedBeacon, SmsKeyRow,
     SosEvent, SosIncident, SosIngest, SosMessage, SosStore, StoredBeacon,
+};
+use super::sos::{
+    merge_summary, FeedbackPut, FeedbackRow, MonthRange, SummaryRow, NO_REGION,
+    SUMMARY_UTC_OFFSET_SECS,
 };
 use super::{DeviceRef, SqliteStore, StoreError, StoreResult};
 

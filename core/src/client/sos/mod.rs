@@ -160,7 +160,10 @@ impl Client {
         if self.inner.store().account()?.is_some() {
             return Ok(false);
         }
-        Ok(self.inner.store().sos_write(rows::finish_signed_out)?)
+        Ok(self
+            .inner
+            .store()
+            .sos_write(|tx| rows::finish_signed_out(tx))?)
     }
 
     /// Checks a PIN, counting wrong ones in a row: after [`pins::FREE_ATTEMPTS`], PIN entry

@@ -241,9 +241,7 @@ pub(crate) fn classify(e: &SosError) -> Retry {
             | ClientError::Unauthorized(_)
             | ClientError::InsecureServer { .. },
         ) => Retry::Stop,
-        SosError::Server(ClientError::InvalidInput(_) | ClientError::NotFound(_)) => {
-            Retry::Refused
-        }
+        SosError::Server(ClientError::InvalidInput(_) | ClientError::NotFound(_)) => Retry::Refused,
         SosError::Server(ClientError::Server { status, .. })
             if matches!(status, 400 | 404 | 410 | 422) =>
         {
@@ -260,7 +258,9 @@ impl Sender {
                 Ok(Round::Continue) => continue,
                 Ok(Round::Over) => {
                     match self.client.sos_finish_signed_out() {
-                        Ok(true) => tracing::info!("sos: signed out and done; ended incidents wiped"),
+                        Ok(true) => {
+                            tracing::info!("sos: signed out and done; ended incidents wiped")
+                        }
                         Ok(false) => {}
                         Err(e) => tracing::warn!(error = %e, "sos: wipe after sign-out failed"),
                     }
@@ -371,12 +371,9 @@ impl Sender {
                         self.backoff.reset();
                         self.wait_events(fb.incident).await
                     }
-                    Err(e) => self.refused_or(
-                        fb.incident,
-                        SendFailure::Feedback,
-                        fb.written_at,
-                        e.into(),
-                    ),
+                    Err(e) => {
+                        self.refused_or(fb.incident, SendFailure::Feedback, fb.written_at, e.into())
+                    }
                 };
             }
         }

@@ -8,8 +8,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, Transact
 
 use super::{Store, StoreError};
 use crate::sos::{
-    Beacon, Feedback, Fix, FixMethod, IncidentId, IncidentState, Phase, QuickReply, Reply, ReportedState,
-    SmsKey, TriggerMethod,
+    Beacon, Feedback, Fix, FixMethod, IncidentId, IncidentState, Phase, QuickReply, Reply,
+    ReportedState, SmsKey, TriggerMethod,
 };
 
 /// One incident as stored.

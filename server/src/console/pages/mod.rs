@@ -6,5 +6,5 @@ pub mod denied;
 pub mod home;
 pub mod login;
 pub mod scope;
-pub mod staff_list;
 pub mod sos_summary;
+pub mod staff_list;

@@ -176,7 +176,11 @@ pub fn csv_header() -> String {
     let mut cols: Vec<String> = ["month", "region", "incidents", "duress", "median_ack_secs"]
         .map(str::to_owned)
         .to_vec();
-    cols.extend(Outcome::ALL.iter().map(|o| format!("closed_{}", o.as_str())));
+    cols.extend(
+        Outcome::ALL
+            .iter()
+            .map(|o| format!("closed_{}", o.as_str())),
+    );
     cols.extend(
         ["feedback", "mean_rating", "felt_safe_share"]
             .iter()
@@ -245,7 +249,10 @@ mod tests {
             .split("\r\n")
             .collect();
         assert_eq!(lines[0].split(',').count(), 5 + Outcome::ALL.len() + 3);
-        assert_eq!(lines[1], "2026-11,seoul,3,1,45.0,0,2,0,0,0,0,0,0,2,4.50,0.500");
+        assert_eq!(
+            lines[1],
+            "2026-11,seoul,3,1,45.0,0,2,0,0,0,0,0,0,2,4.50,0.500"
+        );
         assert_eq!(lines[2], "");
     }
 
