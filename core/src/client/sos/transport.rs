@@ -242,11 +242,10 @@ pub(crate) fn classify(e: &SosError) -> Retry {
             | ClientError::InsecureServer { .. },
         ) => Retry::Stop,
         SosError::Server(ClientError::InvalidInput(_) | ClientError::NotFound(_)) => Retry::Refused,
-        SosError::Server(ClientError::Server { status, .. })
-            if matches!(status, 400 | 404 | 410 | 422) =>
-        {
-            Retry::Refused
-        }
+        SosError::Server(ClientError::Server {
+            status: 400 | 404 | 410 | 422,
+            ..
+        }) => Retry::Refused,
         _ => Retry::Later,
     }
 }
