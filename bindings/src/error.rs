@@ -129,10 +129,12 @@ impl From<SosError> for SotongError {
                 reason,
             },
             SosError::Transition(_)
+            | SosError::NotEnded
             | SosError::NoIncident
             | SosError::NoLiveIncident
             | SosError::UnknownIncident => SotongError::NoIncident { reason },
             SosError::Fix(_)
+            | SosError::Feedback(_)
             | SosError::Message(_)
             | SosError::Sms(_)
             | SosError::PinNotSet

@@ -7,10 +7,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 
 use sotong_core::client::{self as core, SmsText, SosOptions, SosTransport};
-use sotong_core::sos::{ServerEvent, SmsKey};
+use sotong_core::sos::{IncidentId, ServerEvent, SmsKey};
 
 use crate::guard::{async_call, sync_call};
-use crate::sos_types::{SosEvent, SosFix, SosLinkState, SosReply, SosStatus, SosTrigger};
+use crate::sos_types::{
+    SosEvent, SosFeedback, SosFix, SosLinkState, SosReply, SosSendFailure, SosStatus, SosTrigger,
+};
 use crate::{SotongClient, SotongError};
 
 /// Receives what the SOS sender does. Called on a background thread: return quickly, and
@@ -21,6 +23,9 @@ pub trait SosListener: Send + Sync {
     fn on_state_changed(&self, state: SosLinkState);
     /// Dispatch did something the app may show (never under the duress cover).
     fn on_event(&self, incident: String, event: SosEvent);
+    /// The server refused something for good (it is kept, marked in `sos_status`, and no
+    /// longer sent).
+    fn on_send_failed(&self, incident: String, what: SosSendFailure, reason: String);
 }
 
 /// Implemented by the platform: sends an SMS silently (no sent-message notification, not
@@ -55,6 +60,12 @@ impl core::SosListener for Bridge {
         shielded("on_event", || {
             self.listener
                 .on_event(event.incident.to_string(), event.event.into())
+        });
+    }
+    fn send_failed(&self, incident: IncidentId, what: core::SendFailure, reason: String) {
+        shielded("on_send_failed", || {
+            self.listener
+                .on_send_failed(incident.to_string(), what.into(), reason)
         });
     }
     fn send_sms(&self, sms: SmsText) {
@@ -139,6 +150,19 @@ impl SotongClient {
             Ok(self
                 .inner
                 .sos_set_pins(current.as_deref(), &pin, duress_pin.as_deref())?)
+        })
+    }
+
+    /// Leaves feedback on an incident that has ended as the phone shows it (resolved or
+    /// cancelled): stored at once, sent by the SOS sender once dispatch has closed the
+    /// incident. A second replaces the first. Invalid feedback: `InvalidInput`; an
+    /// incident still shown as live: `NoIncident`.
+    pub fn sos_feedback(&self, incident: String, feedback: SosFeedback) -> Result<(), SotongError> {
+        sync_call(|| {
+            let id: IncidentId = incident.parse().map_err(|_| SotongError::InvalidInput {
+                reason: "not an incident id".into(),
+            })?;
+            Ok(self.inner.sos_feedback(&id, feedback.into())?)
         })
     }
 

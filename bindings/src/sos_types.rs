@@ -203,6 +203,61 @@ pub struct SosStatus {
     pub unit: Option<String>,
     /// The conversation that may be shown, oldest first.
     pub messages: Vec<SosMessage>,
+    /// Why the server refused this incident's fixes for good (they are kept, no longer
+    /// sent), if it did.
+    pub send_error: Option<String>,
+    /// The person's feedback, once given.
+    pub feedback: Option<SosFeedbackStatus>,
+}
+
+/// The person's feedback on an ended incident.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct SosFeedback {
+    /// 1 (bad) to 5 (good).
+    pub rating: u8,
+    /// Whether they felt safe; null if they would rather not say.
+    pub felt_safe: Option<bool>,
+    /// At most 1,000 characters.
+    pub comment: Option<String>,
+}
+
+impl From<SosFeedback> for sotong_core::sos::Feedback {
+    fn from(f: SosFeedback) -> Self {
+        Self {
+            rating: f.rating,
+            felt_safe: f.felt_safe,
+            comment: f.comment,
+        }
+    }
+}
+
+/// The feedback given and where its sending stands.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct SosFeedbackStatus {
+    /// What was said.
+    pub feedback: SosFeedback,
+    /// Whether the server has it.
+    pub sent: bool,
+    /// Why the server refused it for good, if it did.
+    pub send_error: Option<String>,
+}
+
+/// What the server refused for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum SosSendFailure {
+    /// The incident's fixes (kept on the phone, no longer sent).
+    Beacons,
+    /// The feedback.
+    Feedback,
+}
+
+impl From<core::SendFailure> for SosSendFailure {
+    fn from(f: core::SendFailure) -> Self {
+        match f {
+            core::SendFailure::Beacons => Self::Beacons,
+            core::SendFailure::Feedback => Self::Feedback,
+        }
+    }
 }
 
 impl From<core::SosStatus> for SosStatus {
@@ -222,6 +277,16 @@ impl From<core::SosStatus> for SosStatus {
                     at: m.at,
                 })
                 .collect(),
+            send_error: s.send_error,
+            feedback: s.feedback.map(|f| SosFeedbackStatus {
+                feedback: SosFeedback {
+                    rating: f.feedback.rating,
+                    felt_safe: f.feedback.felt_safe,
+                    comment: f.feedback.comment,
+                },
+                sent: f.sent,
+                send_error: f.send_error,
+            }),
         }
     }
 }

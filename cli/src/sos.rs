@@ -5,9 +5,12 @@
 use std::sync::{Arc, Mutex};
 
 use clap::{ArgGroup, Args, Subcommand, ValueEnum};
-use sotong_core::client::{Client, SmsText, SosLinkState, SosListener, SosOptions, SosStatus};
+use sotong_core::client::{
+    Client, SendFailure, SmsText, SosLinkState, SosListener, SosOptions, SosStatus,
+};
 use sotong_core::sos::{
-    Fix, FixMethod, IncidentEvent, QuickReply, Reply, ServerEvent, TriggerMethod,
+    Feedback, Fix, FixMethod, IncidentEvent, IncidentId, QuickReply, Reply, ServerEvent,
+    TriggerMethod,
 };
 use tokio::sync::oneshot;
 
@@ -43,8 +46,34 @@ pub(crate) enum SosCommand {
         #[arg(long)]
         current: Option<String>,
     },
+    /// Leave feedback on the latest incident once it has ended (sent by `sos run` once
+    /// dispatch has closed it; a second replaces the first).
+    Feedback(FeedbackArgs),
     /// Send the queue and print dispatch's events until the incident is over (or Ctrl-C).
     Run,
+}
+
+/// Yes or no, as the command line names it.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum YesNo {
+    Yes,
+    No,
+}
+
+#[derive(Args)]
+pub(crate) struct FeedbackArgs {
+    /// 1 (bad) to 5 (good).
+    #[arg(long)]
+    rating: u8,
+    /// Whether you felt safe once help came.
+    #[arg(long, value_enum)]
+    felt_safe: Option<YesNo>,
+    /// A comment, at most 1,000 characters.
+    #[arg(long)]
+    comment: Option<String>,
+    /// The incident [default: the latest].
+    #[arg(long)]
+    incident: Option<String>,
 }
 
 /// How an incident was triggered, as the command line names it.
@@ -188,6 +217,31 @@ pub(crate) fn run(client: &Client, command: SosCommand) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             out!("PINs set");
         }
+        SosCommand::Feedback(a) => {
+            let incident: IncidentId = match a.incident {
+                Some(id) => id
+                    .parse()
+                    .map_err(|_| format!("{id:?} is not an incident id"))?,
+                None => {
+                    client
+                        .sos_status()
+                        .map_err(|e| e.to_string())?
+                        .ok_or("no SOS incident on this phone")?
+                        .incident
+                }
+            };
+            let feedback = Feedback {
+                rating: a.rating,
+                felt_safe: a.felt_safe.map(|f| matches!(f, YesNo::Yes)),
+                comment: a.comment,
+            };
+            client
+                .sos_feedback(&incident, feedback)
+                .map_err(|e| e.to_string())?;
+            out!(
+                "feedback stored; `sotong sos run` sends it once dispatch has closed the incident"
+            );
+        }
         SosCommand::Run => send(client)?,
     }
     Ok(())
@@ -204,6 +258,17 @@ fn print_status(s: &SosStatus) {
     for m in &s.messages {
         let who = if m.from_dispatcher { "dispatch" } else { "me" };
         out!("{who}: {}", reply_text(&m.content));
+    }
+    if let Some(error) = &s.send_error {
+        out!("not sent:  {error} (kept on this phone)");
+    }
+    if let Some(f) = &s.feedback {
+        let state = match (&f.send_error, f.sent) {
+            (Some(e), _) => format!("refused: {e}"),
+            (None, true) => "sent".to_owned(),
+            (None, false) => "queued".to_owned(),
+        };
+        out!("feedback:  {}/5 ({state})", f.feedback.rating);
     }
 }
 
@@ -244,6 +309,13 @@ impl SosListener for Printer {
             IncidentEvent::Resolved => out!("resolved"),
             IncidentEvent::Message { text, .. } => out!("message: {text}"),
         }
+    }
+    fn send_failed(&self, incident: IncidentId, what: SendFailure, reason: String) {
+        let what = match what {
+            SendFailure::Beacons => "fixes",
+            SendFailure::Feedback => "feedback",
+        };
+        eprintln!("the server refused the {what} of {incident} for good: {reason} (kept)");
     }
     fn send_sms(&self, sms: SmsText) {
         // A terminal cannot send an SMS: show what a phone would send.

@@ -555,7 +555,7 @@ async fn actions_reach_the_phone(backend: Backend) {
         .post(
             &format!("{base}/close"),
             &seoul,
-            json!({ "outcome": "person safe" }),
+            json!({ "outcome": "assisted" }),
         )
         .await;
     assert_eq!(status, StatusCode::OK);
@@ -885,7 +885,7 @@ async fn purge(backend: Backend) {
     s.post(
         &format!("/v1/dispatch/incidents/{closed}/close"),
         &seoul,
-        json!({ "outcome": "arrested" }),
+        json!({ "outcome": "arrest" }),
     )
     .await;
     // The purge uses the server's store and clock.
@@ -898,7 +898,7 @@ async fn purge(backend: Backend) {
     assert!(s.store().sos_beacons(&closed).await.unwrap().is_empty());
     assert!(s.store().sos_messages(&closed).await.unwrap().is_empty());
     let kept = s.store().sos_incident(&closed).await.unwrap().unwrap();
-    assert_eq!(kept.outcome.as_deref(), Some("arrested"));
+    assert_eq!(kept.outcome.as_deref(), Some("arrest"));
     assert_eq!(s.store().sos_beacons(&open).await.unwrap().len(), 1);
     let audit = s
         .store()

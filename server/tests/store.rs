@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use sotong_core::hash::sha256;
 use sotong_core::sos::{
-    Beacon, Fix, FixMethod, IncidentEvent, IncidentId, ReportedState, TriggerMethod,
+    Beacon, Feedback, Fix, FixMethod, IncidentEvent, IncidentId, Outcome as SosOutcome,
+    ReportedState, TriggerMethod,
 };
 use sotong_core::DocumentId;
 use sotong_server::staff::audit::{actions, Actor, AuditEntry, AuditFilter, Outcome};
@@ -21,7 +22,9 @@ use sotong_server::store::{
     LoginFailure, NewCode, NewDevice, NewStaffMember, NewStaffSession, PgOptions, PgStore,
     SqliteStore, StaffStore, Store, StoreError,
 };
-use sotong_server::store::{DispatchAction, DispatchPhase, RoutedBeacon, SosIngest, Via};
+use sotong_server::store::{
+    DispatchAction, DispatchPhase, FeedbackPut, MonthRange, RoutedBeacon, SosIngest, Via,
+};
 
 type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -136,6 +139,8 @@ suite!(
     sos_dispatch_actions_reach_the_phone,
     sos_sms_keys_are_per_device,
     sos_purge_keeps_the_outcome,
+    sos_feedback_only_from_the_device_once_closed,
+    sos_summary_by_region_and_month,
     appends_name_the_chunk_before_them,
 );
 
@@ -1743,7 +1748,7 @@ async fn sos_dispatch_actions_reach_the_phone(b: &dyn Backend) {
             text: "caller whispers".into(),
         },
         DispatchAction::Close {
-            outcome: "arrested".into(),
+            outcome: SosOutcome::Arrest,
         },
     ];
     for (i, action) in actions.iter().enumerate() {
@@ -1787,7 +1792,7 @@ async fn sos_dispatch_actions_reach_the_phone(b: &dyn Backend) {
     let inc = s.sos_incident(&id).await.unwrap().unwrap();
     assert_eq!(inc.phase, DispatchPhase::Resolved);
     assert_eq!(inc.unit.as_deref(), Some("Jongno 12"));
-    assert_eq!(inc.outcome.as_deref(), Some("arrested"));
+    assert_eq!(inc.outcome.as_deref(), Some("arrest"));
     assert_eq!(inc.closed_at, Some(24));
     // A late acknowledge never moves the phase back.
     s.sos_dispatch(&id, staff, &DispatchAction::Acknowledge, 40)
@@ -1842,7 +1847,7 @@ async fn sos_purge_keeps_the_outcome(b: &dyn Backend) {
         &closed,
         1,
         &DispatchAction::Close {
-            outcome: "safe".into(),
+            outcome: SosOutcome::Assisted,
         },
         100,
     )
@@ -1856,7 +1861,221 @@ async fn sos_purge_keeps_the_outcome(b: &dyn Backend) {
     assert!(s.sos_messages(&closed).await.unwrap().is_empty());
     assert!(s.sos_phone_events(&closed, 0).await.unwrap().is_empty());
     let inc = s.sos_incident(&closed).await.unwrap().unwrap();
-    assert_eq!(inc.outcome.as_deref(), Some("safe"));
+    assert_eq!(inc.outcome.as_deref(), Some("assisted"));
     assert_eq!(s.sos_beacons(&open).await.unwrap().len(), 1);
     assert_eq!(s.sos_purge(101).await.unwrap(), 0);
+}
+
+fn feedback(rating: u8, felt_safe: Option<bool>) -> Feedback {
+    Feedback {
+        rating,
+        felt_safe,
+        comment: Some("감사합니다".into()),
+    }
+}
+
+async fn sos_feedback_only_from_the_device_once_closed(b: &dyn Backend) {
+    let s = b.open().await;
+    let d = device_of(&*s, 1).await;
+    // A second device of the same account, and another account's device.
+    let same_account = s
+        .register_device(&NewDevice {
+            phone_key: [1; 32],
+            name: "Tablet",
+            token_hash: sha(&[1, 0xef]),
+            token_expires_at: i64::MAX,
+            now: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(same_account.account_id, d.account_id);
+    assert_ne!(same_account.device_id, d.device_id);
+    let other = device_of(&*s, 2).await;
+    let id = incident(9);
+    s.sos_ingest(d, &[beacon(id, 1, ReportedState::Duress, 37.5)], 10)
+        .await
+        .unwrap();
+    let fb = feedback(4, Some(true));
+    // Open (under duress, as the phone shows it cancelled): refused, nothing stored.
+    assert_eq!(
+        s.sos_put_feedback(&id, d, &fb, 11).await.unwrap(),
+        FeedbackPut::StillOpen
+    );
+    assert!(s.sos_feedback(&id).await.unwrap().is_none());
+    s.sos_dispatch(
+        &id,
+        1,
+        &DispatchAction::Close {
+            outcome: SosOutcome::Assisted,
+        },
+        20,
+    )
+    .await
+    .unwrap();
+    for stranger in [same_account, other] {
+        assert_eq!(
+            s.sos_put_feedback(&id, stranger, &fb, 21).await.unwrap(),
+            FeedbackPut::NotFound
+        );
+    }
+    assert_eq!(
+        s.sos_put_feedback(&incident(99), d, &fb, 21).await.unwrap(),
+        FeedbackPut::NotFound
+    );
+    assert_eq!(
+        s.sos_put_feedback(&id, d, &fb, 22).await.unwrap(),
+        FeedbackPut::Stored { replaced: false }
+    );
+    let second = Feedback {
+        rating: 2,
+        felt_safe: None,
+        comment: None,
+    };
+    assert_eq!(
+        s.sos_put_feedback(&id, d, &second, 30).await.unwrap(),
+        FeedbackPut::Stored { replaced: true }
+    );
+    // Another instance reads the replacement, with the first time kept.
+    let stored = b.open().await.sos_feedback(&id).await.unwrap().unwrap();
+    assert_eq!(stored.feedback, second);
+    assert_eq!((stored.created_at, stored.updated_at), (22, 30));
+    assert_eq!(stored.device_id, d.device_id);
+    // The purge of the trail keeps the feedback.
+    s.sos_purge(1_000).await.unwrap();
+    assert!(s.sos_feedback(&id).await.unwrap().is_some());
+    // The database refuses a rating out of range even if the code did not.
+    assert!(b
+        .raw_exec("UPDATE sos_feedback SET rating = 6")
+        .await
+        .is_err());
+}
+
+/// Unix seconds of `day` (1-based) of November 2026, 12:00 in Seoul.
+fn nov_2026(day: i64) -> i64 {
+    // 2026-11-01 00:00 KST.
+    1_793_458_800 + (day - 1) * 86_400 + 12 * 3600
+}
+
+async fn sos_summary_by_region_and_month(b: &dyn Backend) {
+    let s = b.open().await;
+    let d = device_of(&*s, 1).await;
+    let seoul = |n: u8, state: ReportedState| beacon(incident(n), 1, state, 37.5);
+    let busan = |n: u8| {
+        let mut rb = beacon(incident(n), 1, ReportedState::Active, 35.1);
+        rb.region = Some("busan".into());
+        rb
+    };
+    let a = ReportedState::Active;
+    // Seoul, November: four incidents, one under duress, acknowledged after 10, 20, 40 and
+    // 100 s (median 30); three closed (two arrests, one assisted); feedback 5 and 2 (felt
+    // safe yes and no) and 4 (not answered).
+    let day = nov_2026(10);
+    for (n, state) in [(1, a), (2, ReportedState::Duress), (3, a), (4, a)] {
+        s.sos_ingest(d, &[seoul(n, state)], day).await.unwrap();
+    }
+    for (n, after) in [(1u8, 10), (2, 20), (3, 40), (4, 100)] {
+        let action = if n == 3 {
+            DispatchAction::Assign { unit: None }
+        } else {
+            DispatchAction::Acknowledge
+        };
+        s.sos_dispatch(&incident(n), 7, &action, day + after)
+            .await
+            .unwrap();
+        // A later acknowledge does not move the first time.
+        s.sos_dispatch(&incident(n), 7, &DispatchAction::Acknowledge, day + 500)
+            .await
+            .unwrap();
+    }
+    for (n, outcome) in [
+        (1u8, SosOutcome::Arrest),
+        (2, SosOutcome::Arrest),
+        (3, SosOutcome::Assisted),
+    ] {
+        s.sos_dispatch(
+            &incident(n),
+            7,
+            &DispatchAction::Close { outcome },
+            day + 900,
+        )
+        .await
+        .unwrap();
+    }
+    for (n, rating, safe) in [(1u8, 5, Some(true)), (2, 2, Some(false)), (3, 4, None)] {
+        assert!(matches!(
+            s.sos_put_feedback(&incident(n), d, &feedback(rating, safe), day + 1000)
+                .await
+                .unwrap(),
+            FeedbackPut::Stored { .. }
+        ));
+    }
+    // Busan, November: one, never acknowledged. Seoul, 01:00 on October 1 in Seoul, still
+    // September in UTC: months are Seoul's.
+    s.sos_ingest(d, &[busan(5)], nov_2026(20)).await.unwrap();
+    let early_october = 1_790_780_400 + 3_600;
+    s.sos_ingest(d, &[seoul(6, a)], early_october)
+        .await
+        .unwrap();
+    // December (outside the range below).
+    s.sos_ingest(d, &[seoul(7, a)], nov_2026(31)).await.unwrap();
+
+    let november = MonthRange::months((2026, 11), (2026, 11)).unwrap();
+    let rows = b.open().await.sos_summary(november).await.unwrap();
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    let (busan_row, seoul_row) = (&rows[0], &rows[1]);
+    assert_eq!(
+        (busan_row.region.as_str(), busan_row.month.as_str()),
+        ("busan", "2026-11")
+    );
+    assert_eq!((busan_row.incidents, busan_row.duress), (1, 0));
+    assert_eq!(busan_row.median_ack_secs, None);
+    assert!(busan_row.closed_by_outcome.is_empty());
+    assert_eq!((busan_row.feedback, busan_row.mean_rating), (0, None));
+    assert_eq!(busan_row.felt_safe_share, None);
+
+    assert_eq!(
+        (seoul_row.region.as_str(), seoul_row.month.as_str()),
+        ("seoul", "2026-11")
+    );
+    assert_eq!((seoul_row.incidents, seoul_row.duress), (4, 1));
+    assert_eq!(seoul_row.median_ack_secs, Some(30.0));
+    assert_eq!(
+        seoul_row.closed_by_outcome,
+        [("arrest".to_owned(), 2), ("assisted".to_owned(), 1)]
+            .into_iter()
+            .collect()
+    );
+    assert_eq!(seoul_row.feedback, 3);
+    let mean = seoul_row.mean_rating.unwrap();
+    assert!((mean - 11.0 / 3.0).abs() < 1e-9, "{mean}");
+    assert_eq!(seoul_row.felt_safe_share, Some(0.5));
+
+    // October to December: the early October incident is October in Seoul.
+    let autumn = MonthRange::months((2026, 10), (2026, 12)).unwrap();
+    let rows = s.sos_summary(autumn).await.unwrap();
+    let keys: Vec<(&str, &str, i64)> = rows
+        .iter()
+        .map(|r| (r.month.as_str(), r.region.as_str(), r.incidents))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            ("2026-10", "seoul", 1),
+            ("2026-11", "busan", 1),
+            ("2026-11", "seoul", 4),
+            ("2026-12", "seoul", 1)
+        ]
+    );
+    s.sos_dispatch(
+        &incident(6),
+        7,
+        &DispatchAction::Acknowledge,
+        early_october + 7,
+    )
+    .await
+    .unwrap();
+    let rows = s.sos_summary(autumn).await.unwrap();
+    assert_eq!(rows[0].median_ack_secs, Some(7.0));
+    let empty = MonthRange::months((2025, 1), (2025, 12)).unwrap();
+    assert!(s.sos_summary(empty).await.unwrap().is_empty());
 }

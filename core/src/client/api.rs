@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::error::ClientError;
-use crate::sos::{Beacon, IncidentId, ServerEvent};
+use crate::sos::{Beacon, Feedback, IncidentId, ServerEvent};
 use crate::DocumentId;
 
 /// Installs ring as rustls' process-wide crypto provider (once; later calls are no-ops).
@@ -209,6 +209,23 @@ impl Api {
             .send()
             .await?;
         Ok(check(resp).await?.json().await?)
+    }
+
+    /// Sends the person's feedback on a closed incident (409 while it is open).
+    pub(crate) async fn sos_feedback(
+        &self,
+        token: &str,
+        incident: &IncidentId,
+        feedback: &Feedback,
+    ) -> Result<(), ClientError> {
+        let resp = self
+            .http
+            .post(self.url(&format!("/v1/sos/incidents/{incident}/feedback"))?)
+            .bearer_auth(token)
+            .json(feedback)
+            .send()
+            .await?;
+        check(resp).await.map(|_| ())
     }
 
     /// Provisions (or fetches) this device's SMS key and the gateway's number.

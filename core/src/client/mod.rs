@@ -21,7 +21,8 @@ use tokio::sync::mpsc;
 
 pub use error::ClientError;
 pub use sos::{
-    SmsText, SosError, SosLinkState, SosListener, SosMessage, SosOptions, SosStatus, SosTransport,
+    FeedbackStatus, SendFailure, SmsText, SosError, SosLinkState, SosListener, SosMessage,
+    SosOptions, SosStatus, SosTransport,
 };
 use store::{AccountRow, Store};
 use sync::{Device, Nudge};
@@ -111,7 +112,11 @@ impl Client {
         let store = Arc::new(Store::open(&data_dir.join(DATABASE_FILE))?);
         let url = match store.account()? {
             Some(a) => a.server_url,
-            None => server_url.to_owned(),
+            // Signed out with an SOS incident unfinished: its server, until it is done.
+            None => match store.sos_read(store::sos::kept_credential)? {
+                Some((url, _)) => url,
+                None => server_url.to_owned(),
+            },
         };
         let api = api::Api::new(&url)?;
         Ok(Client {
@@ -271,8 +276,27 @@ impl Client {
     /// belong to the account; kept, they would sync into the next account registered here).
     /// Sync first to keep unsent changes. A running live session stops. The server is not
     /// told (it has no logout route yet): the token stays valid there until it expires.
+    ///
+    /// SOS (ADR 0005, "Sign-out"): the data of every incident that is over and delivered
+    /// (trail, messages, feedback) is wiped. A live incident (under the duress cover too)
+    /// or one with fixes not yet delivered is kept, with the account's server and token for
+    /// the SOS sender alone, so that a person in danger who signs out by mistake (or is
+    /// made to) loses no fix and shows nothing different; once it has ended and everything
+    /// is delivered the sender wipes it and the kept token.
     pub fn sign_out(&self) -> Result<(), ClientError> {
         self.inner.nudge(Nudge::SignedOut);
+        let account = self.inner.store().account()?;
+        let kept = self.inner.store().sos_write(|tx| {
+            store::sos::sign_out(
+                tx,
+                account
+                    .as_ref()
+                    .map(|a| (a.server_url.as_str(), a.token.as_str())),
+            )
+        })?;
+        if kept {
+            tracing::info!("sign-out: an SOS incident is unfinished; its data is kept");
+        }
         self.inner.store().sign_out()?;
         self.inner.drafts().clear()
     }

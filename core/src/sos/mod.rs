@@ -6,11 +6,13 @@
 //! - [`beacon`]: the beacon the phone sends (incident, per-incident seq, state it reports, fix,
 //!   reply) and the events dispatch sends back, as serde types with a stable JSON form;
 //! - [`state`]: the incident state machine, including the duress cover;
+//! - [`feedback`]: the person's feedback after close and dispatch's closed set of outcomes;
 //! - [`sms`]: the compact, MAC-signed SMS text for when there is no data network.
 //!
 //! The phone's side (store, PINs, cadence, the `Client` API) is in `client::sos`.
 
 pub mod beacon;
+pub mod feedback;
 pub mod fix;
 pub mod incident_id;
 pub mod sms;
@@ -20,6 +22,7 @@ pub use beacon::{
     Beacon, BeaconError, IncidentEvent, QuickReply, Reply, ReportedState, ServerEvent,
     TriggerMethod,
 };
+pub use feedback::{Feedback, FeedbackError, Outcome};
 pub use fix::{Fix, FixError, FixMethod};
 pub use incident_id::{IncidentId, IncidentIdError};
 pub use sms::{SmsBeacon, SmsError, SmsKey};

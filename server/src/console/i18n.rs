@@ -268,6 +268,37 @@ labels! {
     TooLargeText => "입력한 내용을 줄인 뒤 다시 시도하세요.", "Shorten what you entered and try again.";
     Error500Title => "서비스에 문제가 있습니다", "Sorry, there is a problem with the service";
     Error500Text => "잠시 후 다시 시도하세요.", "Try again later.";
+
+    // SOS summary (admins)
+    CardSosSummary => "긴급 신고 통계", "SOS summary";
+    CardSosSummaryText => "지역별, 월별 긴급 신고, 처리 결과와 시민 의견", "SOS incidents, outcomes and citizens' feedback by region and month";
+    SummaryTitle => "긴급 신고 통계", "SOS summary";
+    SummaryIntro => "신고가 접수된 달(한국 표준시)과 지역별 집계입니다. 접수 확인 시간은 접수부터 첫 확인 또는 출동 지정까지의 중앙값입니다. 이 화면을 본 것도 기록됩니다.",
+        "Counts by region and by the month an incident was received (Korea Standard Time). Time to acknowledge is the median from receipt to the first acknowledgment or assignment. Viewing this page is recorded too.";
+    SummaryRange => "기간", "Months";
+    MonthHint => "예: 2026-11 (연-월)", "For example, 2026-11 (year-month)";
+    MonthInvalid => "월은 2026-11처럼 연-월로 입력하세요", "Enter the month as year-month, like 2026-11";
+    MonthRangeInvalid => "종료 월은 시작 월과 같거나 뒤여야 하고, 기간은 10년 이내여야 합니다", "The last month must not be before the first, and the range must be at most 10 years";
+    SummaryCsv => "이 기간의 통계를 CSV로 내려받기", "Download this summary as CSV";
+    SummaryNone => "이 기간에 접수된 긴급 신고가 없습니다.", "No SOS incidents were received in these months.";
+    SummaryNoRegion => "(위치 없음)", "(no position)";
+    SummaryColMonth => "월", "Month";
+    SummaryColRegion => "지역", "Region";
+    SummaryColIncidents => "신고", "Incidents";
+    SummaryColDuress => "강요 상황", "Under duress";
+    SummaryColMedianAck => "접수 확인 시간 (중앙값)", "Time to acknowledge (median)";
+    SummaryColOutcomes => "종결 결과", "Closed, by outcome";
+    SummaryColFeedback => "시민 의견", "Feedback";
+    SummaryColRating => "평균 평점 (1–5)", "Mean rating (1–5)";
+    SummaryColFeltSafe => "안전하다고 느낌", "Felt safe";
+    SosOutcomeAssisted => "현장 조치", "Assisted on scene";
+    SosOutcomeArrest => "검거", "Arrest";
+    SosOutcomeReferred => "기관 연계", "Referred";
+    SosOutcomeTransported => "이송", "Transported";
+    SosOutcomeCallerCancelled => "신고자 취소", "Cancelled by the caller";
+    SosOutcomeFalseAlarm => "오인 신고", "False alarm";
+    SosOutcomeNotFound => "발견 못 함", "Not found";
+    SosOutcomeOther => "기타", "Other";
 }
 
 impl Label {

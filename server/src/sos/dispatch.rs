@@ -9,7 +9,7 @@
 //!   then oldest;
 //! - `GET /v1/dispatch/incidents/{id}`: one incident with its trail and messages;
 //! - `POST /v1/dispatch/incidents/{id}/acknowledge | assign {unit} | message {text} |
-//!   note {text} | close {outcome}`;
+//!   note {text} | close {outcome}` (outcome from the closed set [`SosOutcome`]);
 //! - `GET /v1/dispatch/incidents/{id}/pidf-lo` and `/aml`: exports of the latest fix.
 
 use axum::extract::{Path, State};
@@ -20,7 +20,7 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sotong_core::sos::beacon::{check_text, MAX_DISPATCH_MESSAGE_CHARS};
-use sotong_core::sos::IncidentId;
+use sotong_core::sos::{IncidentId, Outcome as SosOutcome};
 
 use super::{pidf, regions};
 use crate::client_ip::ClientIp;
@@ -36,8 +36,6 @@ use crate::store::{DispatchAction, SosIncident, SosMessage, StoredBeacon};
 pub const ID_PARAM: &str = "id";
 /// Longest unit call sign, characters.
 pub const MAX_UNIT_CHARS: usize = 100;
-/// Longest outcome, characters.
-pub const MAX_OUTCOME_CHARS: usize = 500;
 
 /// Registers the dispatcher routes.
 pub fn routes(r: StaffRouter) -> StaffRouter {
@@ -227,7 +225,7 @@ async fn act(
         DispatchAction::Message { text } | DispatchAction::Note { text } => {
             json!({ "chars": text.chars().count(), "event_id": event.id })
         }
-        DispatchAction::Close { outcome } => json!({ "outcome": outcome }),
+        DispatchAction::Close { outcome } => json!({ "outcome": outcome.as_str() }),
         DispatchAction::Acknowledge => json!({}),
     };
     record(state, session, ip, audit_action, Some(&id), detail).await;
@@ -342,7 +340,9 @@ pub async fn note(
 /// Body of close.
 #[derive(Debug, Deserialize)]
 pub struct CloseBody {
-    /// What happened.
+    /// What happened: one of [`SosOutcome::ALL`] by name (`assisted`, `arrest`, `referred`,
+    /// `transported`, `caller_cancelled`, `false_alarm`, `not_found`, `other`); details go in
+    /// a note.
     pub outcome: String,
 }
 
@@ -354,7 +354,13 @@ pub async fn close(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<CloseBody>,
 ) -> Result<Json<ActionDone>, ApiError> {
-    let outcome = checked(&body.outcome, MAX_OUTCOME_CHARS, "invalid_outcome")?;
+    let outcome = SosOutcome::from_name(body.outcome.trim()).ok_or_else(|| {
+        let known: Vec<&str> = SosOutcome::ALL.iter().map(|o| o.as_str()).collect();
+        ApiError::bad_request(
+            "invalid_outcome",
+            format!("the outcome must be one of: {}", known.join(", ")),
+        )
+    })?;
     act(
         &state,
         &session,

@@ -8,6 +8,8 @@
 //!   note, close, PIDF-LO export), all audited;
 //! - [`sms_gateway`]: the SMS channel's provisioning and the gateway's signed webhook;
 //! - [`listener`]: PostgreSQL `LISTEN` so that writes through other instances wake this one;
+//! - [`feedback`]: the person's feedback once an incident is closed;
+//! - [`summary`]: the admins' summary by region and month (JSON, console page, CSV);
 //! - [`retention`]: the periodic purge of closed incidents' trails;
 //! - [`pidf`]: the PIDF-LO (RFC 4119 / 5491) and AML exports.
 
@@ -19,12 +21,14 @@ use crate::state::AppState;
 
 pub mod dispatch;
 pub mod feed;
+pub mod feedback;
 pub mod ingest;
 pub mod listener;
 pub mod pidf;
 pub mod regions;
 pub mod retention;
 pub mod sms_gateway;
+pub mod summary;
 
 /// Wakes whoever waits for SOS events on this instance: the phone's long-polls and the
 /// dispatcher feeds. Each waiter re-reads the store (the source of truth) when woken.
@@ -75,6 +79,10 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/sos/beacons", post(ingest::post_beacons))
         .route("/v1/sos/incidents/{id}/events", get(ingest::long_poll))
+        .route(
+            "/v1/sos/incidents/{id}/feedback",
+            post(feedback::post_feedback),
+        )
         .route("/v1/sos/sms-channel", post(sms_gateway::provision))
         .route("/v1/sos/sms-gateway", post(sms_gateway::webhook))
 }

@@ -139,8 +139,8 @@ impl StaffRouter {
 /// All staff routes (console pages and the `/v1/staff` JSON API): the app's router and the
 /// role × route table test both come from here.
 pub fn staff_router() -> StaffRouter {
-    crate::sos::dispatch::routes(crate::console::routes(super::api::routes(
-        StaffRouter::new(),
+    crate::sos::summary::routes(crate::sos::dispatch::routes(crate::console::routes(
+        super::api::routes(StaffRouter::new()),
     )))
 }
 

@@ -474,7 +474,7 @@ pub fn csv_row(r: &AuditRecord) -> String {
 
 /// One CSV field: quoted when needed, and a leading `= + - @` neutralized so that a
 /// spreadsheet never runs it as a formula.
-fn csv_field(s: &str) -> String {
+pub fn csv_field(s: &str) -> String {
     let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) && s.parse::<f64>().is_err() {
         format!("'{s}")
     } else {

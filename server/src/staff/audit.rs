@@ -112,6 +112,12 @@ pub mod actions {
     pub const SOS_CLOSE: &str = "sos_close";
     /// An SOS incident exported (PIDF-LO, AML).
     pub const SOS_EXPORT: &str = "sos_export";
+    /// The person left (or replaced) feedback on a closed SOS incident.
+    pub const SOS_FEEDBACK: &str = "sos_feedback";
+    /// The SOS summary by region and month viewed (page or JSON).
+    pub const SOS_SUMMARY_VIEW: &str = "sos_summary_view";
+    /// The SOS summary downloaded as CSV.
+    pub const SOS_SUMMARY_EXPORT: &str = "sos_summary_export";
 }
 
 /// One entry to append.

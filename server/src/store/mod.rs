@@ -16,6 +16,7 @@ use crate::config::Config;
 pub mod notice;
 pub mod postgres;
 pub mod sos;
+mod sos_feedback_postgres;
 pub(crate) mod sos_postgres;
 mod sos_sqlite;
 pub mod sqlite;
@@ -25,8 +26,9 @@ mod staff_sqlite;
 
 pub use postgres::{PgOptions, PgStore};
 pub use sos::{
-    Acked, DispatchAction, DispatchPhase, RoutedBeacon, SmsKeyRow, SosEvent, SosIncident,
-    SosIngest, SosMessage, SosStore, StoredBeacon, Via,
+    Acked, DispatchAction, DispatchPhase, FeedbackPut, FeedbackRow, MonthRange, RoutedBeacon,
+    SmsKeyRow, SosEvent, SosIncident, SosIngest, SosMessage, SosStore, StoredBeacon, SummaryRow,
+    Via, NO_REGION, SUMMARY_UTC_OFFSET_SECS,
 };
 pub use sqlite::SqliteStore;
 pub use staff::{

@@ -37,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/002_drop_dev_codes.sql"),
     include_str!("../../migrations/postgres/003_staff.sql"),
     include_str!("../../migrations/postgres/004_sos.sql"),
+    include_str!("../../migrations/postgres/005_sos_feedback.sql"),
 ];
 
 /// Advisory lock keys (arbitrary constants, "SOT" + a number).

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::{json, Value};
 use sotong_core::sos::{
-    Beacon, IncidentEvent, IncidentId, ReportedState, ServerEvent, TriggerMethod,
+    Beacon, Feedback, IncidentEvent, IncidentId, Outcome, ReportedState, ServerEvent, TriggerMethod,
 };
 
 use super::{DeviceRef, StoreError, StoreResult};
@@ -224,8 +224,8 @@ pub enum DispatchAction {
     },
     /// Closes it.
     Close {
-        /// What happened.
-        outcome: String,
+        /// What happened, from the closed set.
+        outcome: Outcome,
     },
 }
 
@@ -301,6 +301,182 @@ pub trait SosStore: Send + Sync {
     /// Deletes the beacons, messages and events of incidents closed before `closed_before`
     /// (the incident rows, with their outcome, stay). Returns how many incidents were purged.
     async fn sos_purge(&self, closed_before: i64) -> StoreResult<u64>;
+    /// Stores the person's feedback on a closed incident, sent by `device`: only the device
+    /// that sent the incident's first beacon may ([`FeedbackPut::NotFound`] for any other,
+    /// as for an unknown id), only once dispatch closed it ([`FeedbackPut::StillOpen`]). A
+    /// second feedback replaces the first. Not purged with the trail.
+    async fn sos_put_feedback(
+        &self,
+        id: &IncidentId,
+        device: DeviceRef,
+        feedback: &Feedback,
+        now: i64,
+    ) -> StoreResult<FeedbackPut>;
+    /// The feedback on an incident, if any.
+    async fn sos_feedback(&self, id: &IncidentId) -> StoreResult<Option<FeedbackRow>>;
+    /// Per (region, month) of creation, for incidents created in `range`: counts, median
+    /// time to acknowledge, outcomes and feedback, computed in SQL. Months are Korea
+    /// Standard Time ([`SUMMARY_UTC_OFFSET_SECS`]); sorted by month, then region.
+    async fn sos_summary(&self, range: MonthRange) -> StoreResult<Vec<SummaryRow>>;
+}
+
+/// Months of the admins' summary are in Korea Standard Time (UTC+9, no daylight saving).
+pub const SUMMARY_UTC_OFFSET_SECS: i64 = 9 * 3600;
+
+/// The region key of incidents without a fix yet (no region) in the summary.
+pub const NO_REGION: &str = "none";
+
+/// Outcome of [`SosStore::sos_put_feedback`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedbackPut {
+    /// Stored; `replaced` when it replaced earlier feedback.
+    Stored {
+        /// Whether feedback was already there.
+        replaced: bool,
+    },
+    /// No such incident for this device.
+    NotFound,
+    /// Dispatch has not closed the incident yet.
+    StillOpen,
+}
+
+/// Stored feedback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FeedbackRow {
+    /// The incident.
+    pub incident: IncidentId,
+    /// The device that sent it.
+    pub device_id: i64,
+    /// What the person said.
+    pub feedback: Feedback,
+    /// First stored, Unix seconds.
+    pub created_at: i64,
+    /// Last replaced, Unix seconds.
+    pub updated_at: i64,
+}
+
+/// Incidents created in `[from, to)`, Unix seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MonthRange {
+    /// First second included.
+    pub from: i64,
+    /// First second excluded.
+    pub to: i64,
+}
+
+impl MonthRange {
+    /// From the first instant of month `from` to the end of month `to` (both `(year,
+    /// month)`, inclusive, Korea Standard Time). `None` when a month is invalid or `to` is
+    /// before `from`.
+    pub fn months(from: (i32, u32), to: (i32, u32)) -> Option<Self> {
+        let start = month_start(from.0, from.1)?;
+        let (ny, nm) = if to.1 == 12 {
+            (to.0.checked_add(1)?, 1)
+        } else {
+            (to.0, to.1 + 1)
+        };
+        let end = month_start(ny, nm)?;
+        (start < end).then_some(Self {
+            from: start,
+            to: end,
+        })
+    }
+}
+
+/// Unix seconds of the first instant of `year-month` in Korea Standard Time.
+fn month_start(year: i32, month: u32) -> Option<i64> {
+    if !(1970..=9998).contains(&year) || !(1..=12).contains(&month) {
+        return None;
+    }
+    let utc =
+        crate::staff::admin_cli::parse_since(&format!("{year:04}-{month:02}-01T00:00:00Z")).ok()?;
+    Some(utc - SUMMARY_UTC_OFFSET_SECS)
+}
+
+/// `YYYY-MM` as `(year, month)`; `None` unless four digits, a dash and a month 01 to 12.
+pub fn parse_month(text: &str) -> Option<(i32, u32)> {
+    let (y, m) = text.trim().split_once('-')?;
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if y.len() != 4 || m.len() != 2 || !digits(y) || !digits(m) {
+        return None;
+    }
+    let (y, m): (i32, u32) = (y.parse().ok()?, m.parse().ok()?);
+    ((1970..=9998).contains(&y) && (1..=12).contains(&m)).then_some((y, m))
+}
+
+#[cfg(test)]
+mod month_tests {
+    use super::*;
+
+    #[test]
+    fn month_ranges_are_korean_months() {
+        assert_eq!(parse_month("2026-11"), Some((2026, 11)));
+        for bad in [
+            "2026-13",
+            "2026-1",
+            "26-11",
+            "2026/11",
+            "",
+            "2026-00",
+            "１２３４-01",
+        ] {
+            assert_eq!(parse_month(bad), None, "{bad}");
+        }
+        let r = MonthRange::months((2026, 11), (2026, 12)).unwrap();
+        // 2026-11-01 00:00 KST is 2026-10-31 15:00 UTC.
+        assert_eq!(r.from, 1_793_458_800);
+        // 2027-01-01 00:00 KST.
+        assert_eq!(r.to, 1_798_729_200);
+        assert!(MonthRange::months((2026, 12), (2026, 11)).is_none());
+        assert!(MonthRange::months((2026, 12), (2026, 12)).is_some());
+    }
+}
+
+/// One line of the admins' summary.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SummaryRow {
+    /// The region ([`NO_REGION`] for incidents without a fix).
+    pub region: String,
+    /// `YYYY-MM`, Korea Standard Time.
+    pub month: String,
+    /// Incidents created.
+    pub incidents: i64,
+    /// Of which under duress.
+    pub duress: i64,
+    /// Median seconds from creation to the first acknowledgment (or assignment), over the
+    /// incidents acknowledged; `None` if none was.
+    pub median_ack_secs: Option<f64>,
+    /// Closed incidents per outcome (only outcomes that occur).
+    pub closed_by_outcome: std::collections::BTreeMap<String, i64>,
+    /// Incidents with feedback.
+    pub feedback: i64,
+    /// Mean rating of that feedback.
+    pub mean_rating: Option<f64>,
+    /// Share (0 to 1) who felt safe, among feedback that answered the question.
+    pub felt_safe_share: Option<f64>,
+}
+
+/// Merges the three grouped queries of a summary: the base counts, the medians, the outcome
+/// counts, each keyed by `(region, month)`.
+pub(crate) fn merge_summary(
+    base: Vec<SummaryRow>,
+    medians: Vec<(String, String, f64)>,
+    outcomes: Vec<(String, String, String, i64)>,
+) -> Vec<SummaryRow> {
+    let mut rows = base;
+    for row in &mut rows {
+        row.median_ack_secs = medians
+            .iter()
+            .find(|(r, m, _)| *r == row.region && *m == row.month)
+            .map(|(_, _, d)| *d);
+        for (r, m, o, n) in &outcomes {
+            if *r == row.region && *m == row.month {
+                row.closed_by_outcome.insert(o.clone(), *n);
+            }
+        }
+    }
+    rows.sort_by(|a, b| (&a.month, &a.region).cmp(&(&b.month, &b.region)));
+    rows
 }
 
 /// The events a newly stored beacon causes: `(kind, body, phone_event)`.

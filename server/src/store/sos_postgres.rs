@@ -451,8 +451,10 @@ impl SosStore for PgStore {
             }
             DispatchAction::Assign { unit } => {
                 tx.execute(
-                    "UPDATE sos_incidents SET unit = $2 WHERE id = $1",
-                    &[&id_bytes, unit],
+                    "UPDATE sos_incidents SET unit = $2,
+                         acknowledged_at = COALESCE(acknowledged_at, $3)
+                     WHERE id = $1",
+                    &[&id_bytes, unit, &now],
                 )
                 .await?;
             }
@@ -460,11 +462,18 @@ impl SosStore for PgStore {
                 tx.execute(
                     "UPDATE sos_incidents SET outcome = $2, closed_at = COALESCE(closed_at, $3)
                      WHERE id = $1",
-                    &[&id_bytes, outcome, &now],
+                    &[&id_bytes, &outcome.as_str(), &now],
                 )
                 .await?;
             }
-            DispatchAction::Acknowledge => {}
+            DispatchAction::Acknowledge => {
+                tx.execute(
+                    "UPDATE sos_incidents SET acknowledged_at = COALESCE(acknowledged_at, $2)
+                     WHERE id = $1",
+                    &[&id_bytes, &now],
+                )
+                .await?;
+            }
         }
         let phase = phase_after(before.phase, action);
         tx.execute(
@@ -544,5 +553,23 @@ impl SosStore for PgStore {
         }
         tx.commit().await?;
         Ok(u64::try_from(purged).unwrap_or(0))
+    }
+
+    async fn sos_put_feedback(
+        &self,
+        id: &IncidentId,
+        device: DeviceRef,
+        feedback: &sotong_core::sos::Feedback,
+        now: i64,
+    ) -> StoreResult<super::FeedbackPut> {
+        super::sos_feedback_postgres::put_feedback(self, id, device, feedback, now).await
+    }
+
+    async fn sos_feedback(&self, id: &IncidentId) -> StoreResult<Option<super::FeedbackRow>> {
+        super::sos_feedback_postgres::feedback(self, id).await
+    }
+
+    async fn sos_summary(&self, range: super::MonthRange) -> StoreResult<Vec<super::SummaryRow>> {
+        super::sos_feedback_postgres::summary(self, range).await
     }
 }

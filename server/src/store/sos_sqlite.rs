@@ -3,12 +3,16 @@
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use sotong_core::sos::{IncidentId, ReportedState};
+use sotong_core::sos::{Feedback, IncidentId, ReportedState};
 
 use super::sos::{
     action_feed, action_phone_event, beacon_events, beacon_from_parts, event_from_parts,
     incident_from_parts, phase_after, to_json, Acked, DispatchAction, RoutedBeacon, SmsKeyRow,
     SosEvent, SosIncident, SosIngest, SosMessage, SosStore, StoredBeacon,
+};
+use super::sos::{
+    merge_summary, FeedbackPut, FeedbackRow, MonthRange, SummaryRow, NO_REGION,
+    SUMMARY_UTC_OFFSET_SECS,
 };
 use super::{DeviceRef, SqliteStore, StoreError, StoreResult};
 
@@ -251,18 +255,25 @@ fn dispatch(
         }
         DispatchAction::Assign { unit } => {
             tx.execute(
-                "UPDATE sos_incidents SET unit = ?2 WHERE id = ?1",
-                params![id_bytes, unit],
+                "UPDATE sos_incidents SET unit = ?2, acknowledged_at = COALESCE(acknowledged_at, ?3)
+                 WHERE id = ?1",
+                params![id_bytes, unit, now],
             )?;
         }
         DispatchAction::Close { outcome } => {
             tx.execute(
                 "UPDATE sos_incidents SET outcome = ?2, closed_at = COALESCE(closed_at, ?3)
                  WHERE id = ?1",
-                params![id_bytes, outcome, now],
+                params![id_bytes, outcome.as_str(), now],
             )?;
         }
-        DispatchAction::Acknowledge => {}
+        DispatchAction::Acknowledge => {
+            tx.execute(
+                "UPDATE sos_incidents SET acknowledged_at = COALESCE(acknowledged_at, ?2)
+                 WHERE id = ?1",
+                params![id_bytes, now],
+            )?;
+        }
     }
     let phase = phase_after(before.phase, action);
     tx.execute(
@@ -484,4 +495,151 @@ impl SosStore for SqliteStore {
         })
         .await
     }
+
+    async fn sos_put_feedback(
+        &self,
+        id: &IncidentId,
+        device: DeviceRef,
+        feedback: &Feedback,
+        now: i64,
+    ) -> StoreResult<FeedbackPut> {
+        let id = *id;
+        let feedback = feedback.clone();
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let id_bytes = id.as_bytes().as_slice();
+            let found: Option<(i64, i64, Option<i64>)> = tx
+                .query_row(
+                    "SELECT account_id, device_id, closed_at FROM sos_incidents WHERE id = ?1",
+                    [id_bytes],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            let Some((account_id, device_id, closed_at)) = found else {
+                return Ok(FeedbackPut::NotFound);
+            };
+            if account_id != device.account_id || device_id != device.device_id {
+                return Ok(FeedbackPut::NotFound);
+            }
+            if closed_at.is_none() {
+                return Ok(FeedbackPut::StillOpen);
+            }
+            let replaced = tx
+                .query_row(
+                    "SELECT 1 FROM sos_feedback WHERE incident_id = ?1",
+                    [id_bytes],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            tx.execute(
+                "INSERT INTO sos_feedback
+                     (incident_id, device_id, rating, felt_safe, comment, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+                 ON CONFLICT (incident_id) DO UPDATE SET rating = excluded.rating,
+                     felt_safe = excluded.felt_safe, comment = excluded.comment,
+                     updated_at = excluded.updated_at",
+                params![
+                    id_bytes,
+                    device.device_id,
+                    feedback.rating,
+                    feedback.felt_safe,
+                    feedback.comment,
+                    now
+                ],
+            )?;
+            tx.commit()?;
+            Ok(FeedbackPut::Stored { replaced })
+        })
+        .await
+    }
+
+    async fn sos_feedback(&self, id: &IncidentId) -> StoreResult<Option<FeedbackRow>> {
+        let id = *id;
+        self.call(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT device_id, rating, felt_safe, comment, created_at, updated_at
+                     FROM sos_feedback WHERE incident_id = ?1",
+                    [id.as_bytes().as_slice()],
+                    |r| {
+                        Ok(FeedbackRow {
+                            incident: id,
+                            device_id: r.get(0)?,
+                            feedback: Feedback {
+                                rating: r.get(1)?,
+                                felt_safe: r.get(2)?,
+                                comment: r.get(3)?,
+                            },
+                            created_at: r.get(4)?,
+                            updated_at: r.get(5)?,
+                        })
+                    },
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn sos_summary(&self, range: MonthRange) -> StoreResult<Vec<SummaryRow>> {
+        self.call(move |conn| summary(conn, range)).await
+    }
+}
+
+/// `(region, month)` of an incident row, as SQL over `sos_incidents` aliased `i`; `?3` is
+/// the time zone offset.
+fn keyed(extra: &str) -> String {
+    format!(
+        "SELECT COALESCE(i.region, '{NO_REGION}') AS r,
+                strftime('%Y-%m', i.created_at + ?3, 'unixepoch') AS m, {extra}
+         FROM sos_incidents i WHERE i.created_at >= ?1 AND i.created_at < ?2"
+    )
+}
+
+fn summary(conn: &Connection, range: MonthRange) -> StoreResult<Vec<SummaryRow>> {
+    let p = params![range.from, range.to, SUMMARY_UTC_OFFSET_SECS];
+    let base_sql = format!(
+        "SELECT k.r, k.m, COUNT(*), SUM(k.duress), COUNT(f.incident_id), AVG(f.rating),
+                AVG(CASE WHEN f.felt_safe = 1 THEN 1.0 WHEN f.felt_safe = 0 THEN 0.0 END)
+         FROM ({}) k LEFT JOIN sos_feedback f ON f.incident_id = k.id
+         GROUP BY k.r, k.m",
+        keyed("i.id, i.duress")
+    );
+    let mut stmt = conn.prepare(&base_sql)?;
+    let base = stmt
+        .query_map(p, |r| {
+            Ok(SummaryRow {
+                region: r.get(0)?,
+                month: r.get(1)?,
+                incidents: r.get(2)?,
+                duress: r.get(3)?,
+                median_ack_secs: None,
+                closed_by_outcome: Default::default(),
+                feedback: r.get(4)?,
+                mean_rating: r.get(5)?,
+                felt_safe_share: r.get(6)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    // The median: the middle row, or the mean of the two middle rows.
+    let median_sql = format!(
+        "WITH b AS ({}),
+              a AS (SELECT r, m, d, ROW_NUMBER() OVER (PARTITION BY r, m ORDER BY d) AS rn,
+                           COUNT(*) OVER (PARTITION BY r, m) AS n FROM b)
+         SELECT r, m, AVG(d) FROM a WHERE rn IN ((n + 1) / 2, (n + 2) / 2) GROUP BY r, m",
+        keyed("i.acknowledged_at - i.created_at AS d") + " AND i.acknowledged_at IS NOT NULL"
+    );
+    let mut stmt = conn.prepare(&median_sql)?;
+    let medians = stmt
+        .query_map(p, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let outcome_sql = format!(
+        "SELECT r, m, o, COUNT(*) FROM ({}) GROUP BY r, m, o",
+        keyed("i.outcome AS o") + " AND i.closed_at IS NOT NULL AND i.outcome IS NOT NULL"
+    );
+    let mut stmt = conn.prepare(&outcome_sql)?;
+    let outcomes = stmt
+        .query_map(p, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(merge_summary(base, medians, outcomes))
 }

@@ -30,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/002_drop_dev_codes.sql"),
     include_str!("../../migrations/sqlite/003_staff.sql"),
     include_str!("../../migrations/sqlite/004_sos.sql"),
+    include_str!("../../migrations/sqlite/005_sos_feedback.sql"),
 ];
 
 /// Codes are kept this long after issue (longer than any rate-limit window).

@@ -2,7 +2,7 @@
 
 use crate::client::store::StoreError;
 use crate::client::ClientError;
-use crate::sos::{BeaconError, FixError, SmsError, TransitionError};
+use crate::sos::{BeaconError, FeedbackError, FixError, SmsError, TransitionError};
 
 /// An error from the SOS API.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +47,12 @@ pub enum SosError {
     /// Hashing or checking a PIN failed (a corrupt stored hash).
     #[error("PIN check failed: {0}")]
     PinHash(String),
+    /// Feedback is invalid (rating outside 1 to 5, comment too long or empty).
+    #[error(transparent)]
+    Feedback(#[from] FeedbackError),
+    /// Feedback is for an incident that has ended; this one is still shown as live.
+    #[error("feedback can be left once the incident has ended")]
+    NotEnded,
     /// The SMS fallback has no number or key yet.
     #[error("the SMS fallback is not configured")]
     SmsNotConfigured,

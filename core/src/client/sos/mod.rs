@@ -17,14 +17,15 @@ mod pins;
 pub mod transport;
 
 pub use error::SosError;
-pub use transport::{SosLinkState, SosListener, SosOptions, SosTransport};
+pub use transport::{SendFailure, SosLinkState, SosListener, SosOptions, SosTransport};
 
 use super::store::sos::{self as rows, NewBeacon};
 use super::store::{IncidentRow, SmsChannel, SosPins};
 use super::Client;
 use crate::sos::state::{self, Input, Phase, TransitionError};
 use crate::sos::{
-    sms, Beacon, Fix, IncidentEvent, IncidentId, Reply, ServerEvent, SmsKey, TriggerMethod,
+    sms, Beacon, Feedback, Fix, IncidentEvent, IncidentId, Reply, ServerEvent, SmsKey,
+    TriggerMethod,
 };
 use pins::PinMatch;
 use rusqlite::Connection;
@@ -45,6 +46,22 @@ pub struct SosStatus {
     pub unit: Option<String>,
     /// The conversation with dispatch that may be shown, oldest first.
     pub messages: Vec<SosMessage>,
+    /// Why the server refused this incident's beacons for good (400/404/410), if it did:
+    /// they are kept on the phone and no longer sent.
+    pub send_error: Option<String>,
+    /// The person's feedback, once given.
+    pub feedback: Option<FeedbackStatus>,
+}
+
+/// The person's feedback on an incident and where its sending stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedbackStatus {
+    /// What they said.
+    pub feedback: Feedback,
+    /// Whether the server has it.
+    pub sent: bool,
+    /// Why the server refused it for good, if it did (kept, not resent).
+    pub send_error: Option<String>,
 }
 
 /// One line of the conversation with dispatch.
@@ -84,15 +101,69 @@ impl Client {
         self.inner.sos_wake.notify_one();
     }
 
-    /// The latest incident, if it is truly live (under the duress cover too).
+    /// The latest incident, if it is truly live (under the duress cover too) and the server
+    /// has not refused it for good: the one the sender long-polls.
     pub(crate) fn sos_live_incident(&self) -> Result<Option<IncidentId>, SosError> {
         self.inner.store().sos_read(|c| {
             Ok::<_, SosError>(
                 rows::latest_incident(c)?
-                    .filter(|i| i.state.is_live())
+                    .filter(|i| i.state.is_live() && i.send_error.is_none())
                     .map(|i| i.id),
             )
         })
+    }
+
+    /// For the transport: the server refused `incident`'s beacons for good. They stay
+    /// stored and queued, and are no longer sent.
+    pub(crate) fn sos_mark_refused(
+        &self,
+        incident: &IncidentId,
+        reason: &str,
+    ) -> Result<(), SosError> {
+        Ok(self
+            .inner
+            .store()
+            .sos_write(|tx| rows::set_send_error(tx, incident, reason))?)
+    }
+
+    /// For the transport: the server has version `written_at` of the feedback on
+    /// `incident`.
+    pub(crate) fn sos_mark_feedback_sent(
+        &self,
+        incident: &IncidentId,
+        written_at: i64,
+    ) -> Result<bool, SosError> {
+        let now = self.sos_now();
+        Ok(self
+            .inner
+            .store()
+            .sos_write(|tx| rows::mark_feedback_sent(tx, incident, written_at, now))?)
+    }
+
+    /// For the transport: the server refused version `written_at` of the feedback on
+    /// `incident` for good (kept, not resent).
+    pub(crate) fn sos_mark_feedback_failed(
+        &self,
+        incident: &IncidentId,
+        written_at: i64,
+        reason: &str,
+    ) -> Result<bool, SosError> {
+        Ok(self
+            .inner
+            .store()
+            .sos_write(|tx| rows::mark_feedback_failed(tx, incident, written_at, reason))?)
+    }
+
+    /// For the transport, after a sign-out: once nothing is live or left to send, wipes the
+    /// ended incidents and the kept token. Returns whether it did.
+    pub(crate) fn sos_finish_signed_out(&self) -> Result<bool, SosError> {
+        if self.inner.store().account()?.is_some() {
+            return Ok(false);
+        }
+        Ok(self
+            .inner
+            .store()
+            .sos_write(|tx| rows::finish_signed_out(tx))?)
     }
 
     /// Checks a PIN, counting wrong ones in a row: after [`pins::FREE_ATTEMPTS`], PIN entry
@@ -271,6 +342,49 @@ impl Client {
         })?;
         self.sos_wake();
         Ok(seq)
+    }
+
+    /// Leaves feedback on an incident that has ended as the phone shows it (resolved, or
+    /// cancelled): a rating 1 to 5, whether the person felt safe, a comment of at most
+    /// 1,000 characters. Stored at once and sent by the SOS sender (start it, or it is sent
+    /// with the next incident); the server accepts it only once dispatch has closed the
+    /// incident, and until then it stays queued. So under the duress cover (the phone looks
+    /// cancelled, the incident is live) this answers exactly as for a real cancel, and the
+    /// feedback waits for dispatch to close. One feedback per incident: a second replaces
+    /// the first, also after it was sent (it is sent again). Refused while the incident is
+    /// shown as live ([`SosError::NotEnded`]), or when invalid ([`SosError::Feedback`]).
+    pub fn sos_feedback(&self, incident: &IncidentId, feedback: Feedback) -> Result<(), SosError> {
+        feedback.validate()?;
+        let now = self.sos_now();
+        self.inner.store().sos_write(|tx| {
+            let inc = rows::incident(tx, incident)?.ok_or(SosError::UnknownIncident)?;
+            if inc.state.apparent_phase().is_live() {
+                return Err(SosError::NotEnded);
+            }
+            rows::put_feedback(tx, incident, &feedback, now)?;
+            Ok::<_, SosError>(())
+        })?;
+        tracing::info!(rating = feedback.rating, "sos feedback stored");
+        self.sos_wake();
+        Ok(())
+    }
+
+    /// For the transport: the oldest feedback still to send.
+    pub(crate) fn sos_pending_feedback(&self) -> Result<Option<rows::StoredFeedback>, SosError> {
+        Ok(self.inner.store().sos_read(rows::pending_feedback)?)
+    }
+
+    /// The token the SOS sender uses: the account's, or after a sign-out the one kept while
+    /// an incident still has something to send.
+    pub(crate) fn sos_token(&self) -> Result<String, SosError> {
+        if let Some(account) = self.inner.store().account()? {
+            return Ok(account.token);
+        }
+        self.inner
+            .store()
+            .sos_read(rows::kept_credential)?
+            .map(|(_, token)| token)
+            .ok_or(SosError::Server(crate::client::ClientError::NotRegistered))
     }
 
     /// For the transport: up to `limit` beacons the server has not confirmed, oldest
@@ -491,6 +605,11 @@ fn status(
             at: m.at,
         })
         .collect();
+    let feedback = rows::feedback(conn, id)?.map(|f| FeedbackStatus {
+        feedback: f.feedback,
+        sent: f.sent,
+        send_error: f.send_error,
+    });
     Ok(Some(SosStatus {
         incident: inc.id,
         phase,
@@ -498,6 +617,8 @@ fn status(
         triggered_at: inc.triggered_at,
         unit: inc.unit.filter(|_| phase != Phase::Cancelled),
         messages,
+        send_error: inc.send_error,
+        feedback,
     }))
 }
 

@@ -639,3 +639,158 @@ fn the_queue_lists_older_incidents_first_each_in_seq_order() {
     assert_eq!(client.sos_mark_delivered(&second, 1).unwrap(), 1);
     assert_eq!(client.sos_pending_beacons(100).unwrap().len(), 4);
 }
+
+fn feedback(rating: u8) -> Feedback {
+    Feedback {
+        rating,
+        felt_safe: Some(false),
+        comment: Some("늦었어요".into()),
+    }
+}
+
+#[test]
+fn feedback_waits_for_an_ended_incident_is_checked_and_a_second_replaces_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let client = pinned(dir.path(), &clock);
+    let real = client.sos_trigger(TriggerMethod::ButtonHold).unwrap();
+    assert!(matches!(
+        client.sos_feedback(&real, feedback(3)),
+        Err(SosError::NotEnded)
+    ));
+    assert!(matches!(
+        client.sos_feedback(&IncidentId::random(), feedback(3)),
+        Err(SosError::UnknownIncident)
+    ));
+    client.sos_cancel("2468").unwrap();
+    for bad in [0, 6] {
+        assert!(matches!(
+            client.sos_feedback(&real, feedback(bad)),
+            Err(SosError::Feedback(_))
+        ));
+    }
+    let mut long = feedback(3);
+    long.comment = Some("a".repeat(1_001));
+    assert!(matches!(
+        client.sos_feedback(&real, long),
+        Err(SosError::Feedback(_))
+    ));
+    assert_eq!(client.sos_status().unwrap().unwrap().feedback, None);
+    client.sos_feedback(&real, feedback(3)).unwrap();
+    let first = client.sos_pending_feedback().unwrap().unwrap();
+    client.sos_feedback(&real, feedback(5)).unwrap();
+    let second = client.sos_pending_feedback().unwrap().unwrap();
+    assert_eq!(second.feedback.rating, 5);
+    assert!(second.written_at > first.written_at, "a new version");
+    // A confirmation of the first version does not mark the second as sent.
+    assert!(!client
+        .sos_mark_feedback_sent(&real, first.written_at)
+        .unwrap());
+    assert!(client.sos_pending_feedback().unwrap().is_some());
+    assert!(client
+        .sos_mark_feedback_sent(&real, second.written_at)
+        .unwrap());
+    assert_eq!(client.sos_pending_feedback().unwrap(), None);
+    let shown = client.sos_status().unwrap().unwrap().feedback.unwrap();
+    assert_eq!((shown.feedback.rating, shown.sent), (5, true));
+
+    // Under the duress cover the phone answers exactly as for the real cancel: the
+    // feedback is kept and queued; the server decides (it refuses while live).
+    let covered = client.sos_trigger(TriggerMethod::ButtonHold).unwrap();
+    client.sos_cancel("1357").unwrap();
+    client.sos_feedback(&covered, feedback(4)).unwrap();
+    assert_eq!(
+        client.sos_pending_feedback().unwrap().unwrap().incident,
+        covered
+    );
+    assert!(client
+        .sos_true_state_for_tests(&covered)
+        .unwrap()
+        .unwrap()
+        .is_live());
+}
+
+fn sign_in(client: &Client) {
+    client
+        .inner
+        .store()
+        .save_account(&crate::client::store::AccountRow {
+            server_url: "http://127.0.0.1:9".into(),
+            account_id: 1,
+            device_id: 2,
+            token: "kept-token".into(),
+            token_expires_at: i64::MAX,
+            registered_at: T0,
+        })
+        .unwrap();
+}
+
+#[test]
+fn sign_out_wipes_ended_incidents_and_keeps_an_unfinished_one_until_it_is_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let client = pinned(dir.path(), &clock);
+    sign_in(&client);
+    // Over and delivered.
+    let done = client.sos_trigger(TriggerMethod::Widget).unwrap();
+    client.sos_cancel("2468").unwrap();
+    client.sos_feedback(&done, feedback(2)).unwrap();
+    client.sos_mark_delivered(&done, 10).unwrap();
+    // Live, under the duress cover, fixes not delivered.
+    let live = client.sos_trigger(TriggerMethod::PowerKey).unwrap();
+    client.sos_push_fix(fix_at(&clock, 0)).unwrap();
+    client.sos_cancel("1357").unwrap();
+
+    client.sign_out().unwrap();
+    assert_eq!(client.account().unwrap(), None);
+    assert!(client.sos_beacon_log(&done).unwrap().is_empty());
+    assert_eq!(client.sos_true_state_for_tests(&done).unwrap(), None);
+    assert_eq!(seqs(&client.sos_pending_beacons(10).unwrap()), [1, 2, 3]);
+    assert_eq!(
+        client.sos_status().unwrap().unwrap().phase,
+        Phase::Cancelled
+    );
+    // The sender keeps the account's token; a reopened client its server.
+    assert_eq!(client.sos_token().unwrap(), "kept-token");
+    drop(client);
+    let client =
+        Client::open_with_clock(dir.path(), "http://127.0.0.1:1", Arc::new(clock.clone())).unwrap();
+    assert_eq!(client.server_url(), "http://127.0.0.1:9");
+    // Fixes keep coming; nothing is wiped while it is unfinished.
+    client.sos_push_fix(fix_at(&clock, 1)).unwrap();
+    assert!(!client.sos_finish_signed_out().unwrap());
+    // Dispatch resolves it and everything is delivered: now it goes, with the token.
+    client
+        .sos_apply_server_event(&ServerEvent {
+            incident: live,
+            event: IncidentEvent::Resolved,
+        })
+        .unwrap();
+    client.sos_mark_delivered(&live, 10).unwrap();
+    assert!(client.sos_finish_signed_out().unwrap());
+    assert_eq!(client.sos_status().unwrap(), None);
+    assert!(matches!(
+        client.sos_token(),
+        Err(SosError::Server(crate::client::ClientError::NotRegistered))
+    ));
+}
+
+#[test]
+fn sign_out_with_nothing_unfinished_keeps_no_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let client = pinned(dir.path(), &clock);
+    sign_in(&client);
+    let id = client.sos_trigger(TriggerMethod::Widget).unwrap();
+    client.sos_cancel("2468").unwrap();
+    // The cancel report is not delivered yet: kept, with the token.
+    client.sign_out().unwrap();
+    assert_eq!(client.sos_token().unwrap(), "kept-token");
+    client.sos_mark_delivered(&id, 2).unwrap();
+    assert!(client.sos_finish_signed_out().unwrap());
+    // A second sign-out (nothing left) stores no token.
+    sign_in(&client);
+    client.sign_out().unwrap();
+    assert!(client.sos_token().is_err());
+    assert!(!client.sos_finish_signed_out().unwrap());
+}

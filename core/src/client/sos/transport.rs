@@ -21,7 +21,7 @@ use super::{SmsText, SosError};
 use crate::client::api::Api;
 use crate::client::backoff::Backoff;
 use crate::client::{Client, ClientError};
-use crate::sos::ServerEvent;
+use crate::sos::{Beacon, IncidentId, ServerEvent};
 
 /// Where the beacon sender stands, as its listener sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +68,15 @@ impl Default for SosOptions {
     }
 }
 
+/// What the server refused for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendFailure {
+    /// The incident's beacons: they stay stored on the phone and are no longer sent.
+    Beacons,
+    /// The person's feedback on the incident: kept, not resent.
+    Feedback,
+}
+
 /// Receives what the beacon sender does. Called from its task: return quickly.
 pub trait SosListener: Send + Sync + 'static {
     /// The sender changed state.
@@ -79,6 +88,13 @@ pub trait SosListener: Send + Sync + 'static {
     /// There is no data network: send this SMS (handed once per new text).
     fn send_sms(&self, sms: SmsText) {
         let _ = sms;
+    }
+    /// The server refused something for good (400, 404 or 410: malformed, or not this
+    /// device's incident): it is kept on the phone, marked with `reason`
+    /// ([`super::SosStatus::send_error`], [`super::FeedbackStatus::send_error`]) and no
+    /// longer sent; the sender goes on with the rest.
+    fn send_failed(&self, incident: IncidentId, what: SendFailure, reason: String) {
+        let _ = (incident, what, reason);
     }
     /// The sender ended: `None` when the incident is over or the app stopped it, else why.
     /// Called once, right after [`SosLinkState::Stopped`].
@@ -203,16 +219,35 @@ struct Sender {
     last_state: Option<SosLinkState>,
 }
 
-/// Whether retrying cannot help until the person acts (signs in again, fixes the server).
-fn is_permanent(e: &SosError) -> bool {
-    matches!(
-        e,
+/// What the sender does after a failed request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retry {
+    /// The server refused this item for good (400, 404, 410, 422): mark it failed with the
+    /// reason, keep it, go on with the rest.
+    Refused,
+    /// Nothing can work until the person acts (signed out, token refused, plain HTTP to
+    /// another machine): stop.
+    Stop,
+    /// Try again with backoff: no network, a timeout, 5xx, 429, 409, a malformed answer,
+    /// local storage.
+    Later,
+}
+
+/// Sorts a failure into [`Retry`].
+pub(crate) fn classify(e: &SosError) -> Retry {
+    match e {
         SosError::Server(
             ClientError::NotRegistered
-                | ClientError::Unauthorized(_)
-                | ClientError::InsecureServer { .. }
-        )
-    )
+            | ClientError::Unauthorized(_)
+            | ClientError::InsecureServer { .. },
+        ) => Retry::Stop,
+        SosError::Server(ClientError::InvalidInput(_) | ClientError::NotFound(_)) => Retry::Refused,
+        SosError::Server(ClientError::Server {
+            status: 400 | 404 | 410 | 422,
+            ..
+        }) => Retry::Refused,
+        _ => Retry::Later,
+    }
 }
 
 impl Sender {
@@ -220,10 +255,20 @@ impl Sender {
         let error = loop {
             let failure = match self.round().await {
                 Ok(Round::Continue) => continue,
-                Ok(Round::Over | Round::Stopped) => break None,
+                Ok(Round::Over) => {
+                    match self.client.sos_finish_signed_out() {
+                        Ok(true) => {
+                            tracing::info!("sos: signed out and done; ended incidents wiped")
+                        }
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(error = %e, "sos: wipe after sign-out failed"),
+                    }
+                    break None;
+                }
+                Ok(Round::Stopped) => break None,
                 Err(e) => e,
             };
-            if is_permanent(&failure) {
+            if classify(&failure) == Retry::Stop {
                 tracing::warn!(error = %failure, "sos sender stopped");
                 break Some(failure.to_string());
             }
@@ -263,18 +308,27 @@ impl Sender {
         &self.client.inner.device.api
     }
 
-    /// Sends one batch, or waits for events or the next beacon.
+    /// Sends one batch (one incident's, so that a refusal names it), or the feedback when
+    /// no incident is live, or waits for events or the next beacon.
     async fn round(&mut self) -> Result<Round, SosError> {
         let pending = self
             .client
             .sos_pending_beacons(self.options.batch.clamp(1, 100))?;
-        if !pending.is_empty() {
-            let token = self.client.inner.device.token()?;
+        if let Some(first) = pending.first().map(|b| b.incident) {
+            let pending: Vec<Beacon> = pending
+                .into_iter()
+                .take_while(|b| b.incident == first)
+                .collect();
+            let token = self.client.sos_token()?;
             self.set_state(SosLinkState::Sending);
             let api = self.api().clone();
-            let answer = tokio::select! {
-                r = api.sos_beacons(&token, &pending) => r?,
+            let result = tokio::select! {
+                r = api.sos_beacons(&token, &pending) => r,
                 _ = &mut self.stop => return Ok(Round::Stopped),
+            };
+            let answer = match result {
+                Ok(answer) => answer,
+                Err(e) => return self.refused_or(first, SendFailure::Beacons, 0, e.into()),
             };
             let mut delivered = 0;
             for ack in &answer.acked {
@@ -293,10 +347,71 @@ impl Sender {
             self.backoff.reset();
             return Ok(Round::Continue);
         }
-        let Some(incident) = self.client.sos_live_incident()? else {
-            return Ok(Round::Over);
-        };
-        let token = self.client.inner.device.token()?;
+        let live = self.client.sos_live_incident()?;
+        if live.is_none() {
+            // Feedback waits while an incident is live: its events come first.
+            if let Some(fb) = self.client.sos_pending_feedback()? {
+                let token = self.client.sos_token()?;
+                self.set_state(SosLinkState::Sending);
+                let api = self.api().clone();
+                let result = tokio::select! {
+                    r = api.sos_feedback(&token, &fb.incident, &fb.feedback) => r,
+                    _ = &mut self.stop => return Ok(Round::Stopped),
+                };
+                return match result {
+                    Ok(()) => {
+                        self.client
+                            .sos_mark_feedback_sent(&fb.incident, fb.written_at)?;
+                        self.backoff.reset();
+                        Ok(Round::Continue)
+                    }
+                    // Dispatch has not closed it yet: wait for its events, then try again.
+                    Err(ClientError::Server { status: 409, .. }) => {
+                        self.backoff.reset();
+                        self.wait_events(fb.incident).await
+                    }
+                    Err(e) => {
+                        self.refused_or(fb.incident, SendFailure::Feedback, fb.written_at, e.into())
+                    }
+                };
+            }
+        }
+        match live {
+            Some(incident) => self.wait_events(incident).await,
+            None => Ok(Round::Over),
+        }
+    }
+
+    /// A failed request: an item the server refused for good is marked (`written_at` is
+    /// the feedback's version) and the listener told, and the sender goes on; anything else
+    /// is returned for the caller to retry or stop on.
+    fn refused_or(
+        &mut self,
+        incident: IncidentId,
+        what: SendFailure,
+        written_at: i64,
+        e: SosError,
+    ) -> Result<Round, SosError> {
+        if classify(&e) != Retry::Refused {
+            return Err(e);
+        }
+        let reason = e.to_string();
+        match what {
+            SendFailure::Beacons => self.client.sos_mark_refused(&incident, &reason)?,
+            SendFailure::Feedback => {
+                self.client
+                    .sos_mark_feedback_failed(&incident, written_at, &reason)?;
+            }
+        }
+        tracing::warn!(error = %reason, ?what, "sos: refused by the server for good; kept, not resent");
+        self.listener.send_failed(incident, what, reason);
+        Ok(Round::Continue)
+    }
+
+    /// Long-polls `incident`'s events until one comes, the wait ends, or a beacon is
+    /// queued.
+    async fn wait_events(&mut self, incident: IncidentId) -> Result<Round, SosError> {
+        let token = self.client.sos_token()?;
         self.set_state(SosLinkState::Waiting);
         let api = self.api().clone();
         let wake = self.client.inner.sos_wake.clone();
@@ -304,7 +419,10 @@ impl Sender {
             _ = wake.notified() => Ok(Round::Continue),
             _ = &mut self.stop => Ok(Round::Stopped),
             r = api.sos_events(&token, &incident, self.last_event, self.options.events_wait) => {
-                let events = r?;
+                let events = match r {
+                    Ok(events) => events,
+                    Err(e) => return self.refused_or(incident, SendFailure::Beacons, 0, e.into()),
+                };
                 self.backoff.reset();
                 if events.is_empty() {
                     // A server that answers at once instead of waiting is not polled in a

@@ -12,6 +12,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/002_document_titles.sql"),
     include_str!("../../../migrations/003_document_categories.sql"),
     include_str!("../../../migrations/004_sos.sql"),
+    include_str!("../../../migrations/005_sos_feedback.sql"),
 ];
 
 /// The schema version this code writes.

@@ -8,8 +8,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, Transact
 
 use super::{Store, StoreError};
 use crate::sos::{
-    Beacon, Fix, FixMethod, IncidentId, IncidentState, Phase, QuickReply, Reply, ReportedState,
-    SmsKey, TriggerMethod,
+    Beacon, Feedback, Fix, FixMethod, IncidentId, IncidentState, Phase, QuickReply, Reply,
+    ReportedState, SmsKey, TriggerMethod,
 };
 
 /// One incident as stored.
@@ -27,6 +27,8 @@ pub struct IncidentRow {
     pub last_seq: u32,
     /// The assigned unit's call sign, if dispatch shared one.
     pub unit: Option<String>,
+    /// Why the server refused its beacons for good, if it did (they are kept, not resent).
+    pub send_error: Option<String>,
 }
 
 /// A fix as recorded, for the cadence rules.
@@ -132,7 +134,8 @@ fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(format!("sos: {what}"))
 }
 
-const INCIDENT_COLUMNS: &str = "incident_id, trigger, triggered_at, phase, duress, last_seq, unit";
+const INCIDENT_COLUMNS: &str =
+    "incident_id, trigger, triggered_at, phase, duress, last_seq, unit, send_error";
 
 fn incident_row(r: &Row<'_>) -> rusqlite::Result<RawIncident> {
     Ok((
@@ -143,13 +146,23 @@ fn incident_row(r: &Row<'_>) -> rusqlite::Result<RawIncident> {
         r.get(4)?,
         r.get(5)?,
         r.get(6)?,
+        r.get(7)?,
     ))
 }
 
-type RawIncident = (Vec<u8>, String, i64, String, bool, i64, Option<String>);
+type RawIncident = (
+    Vec<u8>,
+    String,
+    i64,
+    String,
+    bool,
+    i64,
+    Option<String>,
+    Option<String>,
+);
 
 fn decode_incident(raw: RawIncident) -> Result<IncidentRow, StoreError> {
-    let (id, trigger, triggered_at, phase, duress, last_seq, unit) = raw;
+    let (id, trigger, triggered_at, phase, duress, last_seq, unit, send_error) = raw;
     let phase = Phase::from_name(&phase).ok_or_else(|| corrupt("phase"))?;
     Ok(IncidentRow {
         id: IncidentId::from_bytes(&id).map_err(|_| corrupt("incident id"))?,
@@ -158,6 +171,7 @@ fn decode_incident(raw: RawIncident) -> Result<IncidentRow, StoreError> {
         state: IncidentState::from_parts(phase, duress).map_err(|_| corrupt("state"))?,
         last_seq: u32::try_from(last_seq).map_err(|_| corrupt("seq"))?,
         unit,
+        send_error,
     })
 }
 
@@ -417,7 +431,8 @@ pub(crate) fn recent_fixes(
     Ok(out)
 }
 
-/// Queued beacons, oldest incident first, each incident's in sequence order.
+/// Queued beacons, oldest incident first, each incident's in sequence order; not those of
+/// an incident the server refused for good.
 pub(crate) fn pending(conn: &Connection, limit: usize) -> Result<Vec<Beacon>, StoreError> {
     collect(
         conn,
@@ -425,6 +440,7 @@ pub(crate) fn pending(conn: &Connection, limit: usize) -> Result<Vec<Beacon>, St
             "SELECT {BEACON_COLUMNS} FROM sos_outbox o
              JOIN sos_beacons b ON b.incident_id = o.incident_id AND b.seq = o.seq
              JOIN sos_incidents i ON i.incident_id = o.incident_id
+             WHERE i.send_error IS NULL
              ORDER BY i.local_id, o.seq LIMIT ?1"
         ),
         params![i64::try_from(limit).unwrap_or(i64::MAX)],
@@ -467,15 +483,18 @@ pub(crate) fn beacons(conn: &Connection, id: &IncidentId) -> Result<Vec<Beacon>,
 }
 
 /// Deletes every incident that ended before `ended_before` and has nothing left to send,
-/// with its beacons and messages; returns how many incidents went.
+/// with its beacons, messages and feedback; returns how many incidents went. An incident
+/// whose beacons the server refused for good keeps them queued, so it stays.
 pub(crate) fn purge_ended(conn: &Connection, ended_before: i64) -> Result<usize, StoreError> {
     let doomed = "SELECT incident_id FROM sos_incidents i
          WHERE phase IN ('resolved', 'cancelled') AND updated_at < ?1
            AND NOT EXISTS (SELECT 1 FROM sos_outbox o WHERE o.incident_id = i.incident_id)";
-    conn.execute(
-        &format!("DELETE FROM sos_messages WHERE incident_id IN ({doomed})"),
-        params![ended_before],
-    )?;
+    for table in ["sos_messages", "sos_feedback"] {
+        conn.execute(
+            &format!("DELETE FROM {table} WHERE incident_id IN ({doomed})"),
+            params![ended_before],
+        )?;
+    }
     conn.execute(
         &format!("DELETE FROM sos_beacons WHERE incident_id IN ({doomed})"),
         params![ended_before],
@@ -484,6 +503,220 @@ pub(crate) fn purge_ended(conn: &Connection, ended_before: i64) -> Result<usize,
         &format!("DELETE FROM sos_incidents WHERE incident_id IN ({doomed})"),
         params![ended_before],
     )?)
+}
+
+/// Marks an incident's beacons as refused for good by the server: they stay stored and
+/// queued, [`pending`] skips them.
+pub(crate) fn set_send_error(
+    conn: &Connection,
+    id: &IncidentId,
+    reason: &str,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE sos_incidents SET send_error = ?2 WHERE incident_id = ?1",
+        params![id.as_bytes(), reason],
+    )?;
+    Ok(())
+}
+
+/// The person's feedback as stored, with where its sending stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFeedback {
+    /// The incident.
+    pub incident: IncidentId,
+    /// What they said.
+    pub feedback: Feedback,
+    /// When they wrote it (phone clock); the version a send confirms.
+    pub written_at: i64,
+    /// Whether the server has it.
+    pub sent: bool,
+    /// Why the server refused it for good, if it did.
+    pub send_error: Option<String>,
+}
+
+const FEEDBACK_COLUMNS: &str =
+    "incident_id, rating, felt_safe, comment, written_at, sent_at, send_error";
+
+fn read_feedback(r: &Row<'_>) -> Result<StoredFeedback, StoreError> {
+    let id: Vec<u8> = r.get(0)?;
+    let rating: i64 = r.get(1)?;
+    let sent_at: Option<i64> = r.get(5)?;
+    Ok(StoredFeedback {
+        incident: IncidentId::from_bytes(&id).map_err(|_| corrupt("incident id"))?,
+        feedback: Feedback {
+            rating: u8::try_from(rating).map_err(|_| corrupt("rating"))?,
+            felt_safe: r.get(2)?,
+            comment: r.get(3)?,
+        },
+        written_at: r.get(4)?,
+        sent: sent_at.is_some(),
+        send_error: r.get(6)?,
+    })
+}
+
+/// Stores (or replaces) the feedback on `id`, queued for sending.
+pub(crate) fn put_feedback(
+    conn: &Connection,
+    id: &IncidentId,
+    feedback: &Feedback,
+    now: i64,
+) -> Result<(), StoreError> {
+    // A replacement written in the same millisecond still gets a new version.
+    let previous: Option<i64> = conn
+        .query_row(
+            "SELECT written_at FROM sos_feedback WHERE incident_id = ?1",
+            params![id.as_bytes()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let written_at = previous.map_or(now, |p| now.max(p.saturating_add(1)));
+    conn.execute(
+        "INSERT INTO sos_feedback (incident_id, rating, felt_safe, comment, written_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (incident_id) DO UPDATE SET rating = excluded.rating,
+             felt_safe = excluded.felt_safe, comment = excluded.comment,
+             written_at = excluded.written_at, sent_at = NULL, send_error = NULL",
+        params![
+            id.as_bytes(),
+            feedback.rating,
+            feedback.felt_safe,
+            feedback.comment,
+            written_at
+        ],
+    )?;
+    Ok(())
+}
+
+/// The feedback on `id`, if any.
+pub(crate) fn feedback(
+    conn: &Connection,
+    id: &IncidentId,
+) -> Result<Option<StoredFeedback>, StoreError> {
+    Ok(collect(
+        conn,
+        &format!("SELECT {FEEDBACK_COLUMNS} FROM sos_feedback WHERE incident_id = ?1"),
+        params![id.as_bytes()],
+        read_feedback,
+    )?
+    .into_iter()
+    .next())
+}
+
+/// The oldest feedback still to send (not sent, not refused for good).
+pub(crate) fn pending_feedback(conn: &Connection) -> Result<Option<StoredFeedback>, StoreError> {
+    Ok(collect(
+        conn,
+        &format!(
+            "SELECT {FEEDBACK_COLUMNS} FROM sos_feedback
+             WHERE sent_at IS NULL AND send_error IS NULL ORDER BY written_at LIMIT 1"
+        ),
+        [],
+        read_feedback,
+    )?
+    .into_iter()
+    .next())
+}
+
+/// The server has version `written_at` of the feedback on `id` (a newer one stays queued).
+pub(crate) fn mark_feedback_sent(
+    conn: &Connection,
+    id: &IncidentId,
+    written_at: i64,
+    now: i64,
+) -> Result<bool, StoreError> {
+    Ok(conn.execute(
+        "UPDATE sos_feedback SET sent_at = ?3 WHERE incident_id = ?1 AND written_at = ?2",
+        params![id.as_bytes(), written_at, now],
+    )? == 1)
+}
+
+/// The server refused version `written_at` of the feedback on `id` for good.
+pub(crate) fn mark_feedback_failed(
+    conn: &Connection,
+    id: &IncidentId,
+    written_at: i64,
+    reason: &str,
+) -> Result<bool, StoreError> {
+    Ok(conn.execute(
+        "UPDATE sos_feedback SET send_error = ?3 WHERE incident_id = ?1 AND written_at = ?2",
+        params![id.as_bytes(), written_at, reason],
+    )? == 1)
+}
+
+/// The credential kept at sign-out for the SOS sender, if any: `(server_url, token)`.
+pub(crate) fn kept_credential(conn: &Connection) -> Result<Option<(String, String)>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT server_url, token FROM sos_credential WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?)
+}
+
+/// Whether any incident is live or still has beacons to send (refused ones aside).
+pub(crate) fn has_unfinished(conn: &Connection) -> Result<bool, StoreError> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sos_incidents i
+             WHERE i.phase NOT IN ('resolved', 'cancelled')
+                OR (i.send_error IS NULL
+                    AND EXISTS (SELECT 1 FROM sos_outbox o WHERE o.incident_id = i.incident_id)))",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// The SOS side of a sign-out, in the caller's transaction: the data of every incident
+/// that is over and fully delivered goes (as after [`purge_ended`] with no retention); a
+/// live incident (under the duress cover too) and one with beacons still to send stay, and
+/// so does the account's credential (`server_url`, `token`) for the SOS sender, until
+/// [`finish_signed_out`]. Returns whether anything was kept.
+pub(crate) fn sign_out(
+    conn: &Connection,
+    credential: Option<(&str, &str)>,
+) -> Result<bool, StoreError> {
+    drop_refused_ended(conn)?;
+    purge_ended(conn, i64::MAX)?;
+    let keep = has_unfinished(conn)?;
+    match credential {
+        Some((url, token)) if keep => {
+            conn.execute(
+                "INSERT INTO sos_credential (id, server_url, token) VALUES (1, ?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET server_url = excluded.server_url,
+                     token = excluded.token",
+                params![url, token],
+            )?;
+        }
+        _ if !keep => {
+            conn.execute("DELETE FROM sos_credential", [])?;
+        }
+        _ => {}
+    }
+    Ok(keep)
+}
+
+/// Unqueues the beacons of ended incidents the server refused for good (they would never
+/// leave), so that [`purge_ended`] takes those incidents too.
+fn drop_refused_ended(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute(
+        "DELETE FROM sos_outbox WHERE incident_id IN (SELECT incident_id FROM sos_incidents
+             WHERE phase IN ('resolved', 'cancelled') AND send_error IS NOT NULL)",
+        [],
+    )?;
+    Ok(())
+}
+
+/// After a sign-out, once nothing is live or left to send: wipes the ended incidents and
+/// the kept credential. Returns whether it did (false while something is unfinished, or
+/// when there was no sign-out).
+pub(crate) fn finish_signed_out(conn: &Connection) -> Result<bool, StoreError> {
+    if kept_credential(conn)?.is_none() || has_unfinished(conn)? {
+        return Ok(false);
+    }
+    drop_refused_ended(conn)?;
+    purge_ended(conn, i64::MAX)?;
+    conn.execute("DELETE FROM sos_credential", [])?;
+    Ok(true)
 }
 
 /// Stores a dispatcher's message once; returns false if it was already stored.

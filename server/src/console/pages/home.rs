@@ -35,6 +35,12 @@ pub fn cards(lang: Lang, grants: &[Grant]) -> Vec<Card> {
             text: Label::CardStaffText.text(lang),
             href: "/console/admin/staff".into(),
         });
+        cards.push(Card {
+            role: Role::Admin,
+            title: Label::CardSosSummary.text(lang).to_owned(),
+            text: Label::CardSosSummaryText.text(lang),
+            href: super::sos_summary::PATH.into(),
+        });
     }
     for (role, title, text, base) in [
         (
@@ -130,7 +136,7 @@ mod tests {
     }
 
     #[test]
-    fn one_card_per_grant_and_two_for_admins() {
+    fn one_card_per_grant_and_three_for_admins() {
         let grants = [
             grant(Role::Dispatcher, Some("seoul")),
             grant(Role::AgencyOfficer, Some("molit")),
@@ -146,6 +152,7 @@ mod tests {
             vec![
                 "/console/admin/audit",
                 "/console/admin/staff",
+                "/console/sos/summary",
                 "/console/agency/mois",
                 "/console/agency/molit",
                 "/console/dispatch/seoul"

@@ -6,4 +6,5 @@ pub mod denied;
 pub mod home;
 pub mod login;
 pub mod scope;
+pub mod sos_summary;
 pub mod staff_list;

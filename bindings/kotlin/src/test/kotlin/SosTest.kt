@@ -8,12 +8,14 @@ import org.junit.After
 import org.junit.Test
 import uniffi.sotong_ffi.SmsSender
 import uniffi.sotong_ffi.SosEvent
+import uniffi.sotong_ffi.SosFeedback
 import uniffi.sotong_ffi.SosFix
 import uniffi.sotong_ffi.SosFixMethod
 import uniffi.sotong_ffi.SosLinkState
 import uniffi.sotong_ffi.SosListener
 import uniffi.sotong_ffi.SosPhase
 import uniffi.sotong_ffi.SosReply
+import uniffi.sotong_ffi.SosSendFailure
 import uniffi.sotong_ffi.SosTrigger
 import uniffi.sotong_ffi.SotongClient
 import uniffi.sotong_ffi.SotongException
@@ -109,6 +111,30 @@ class SosTest {
     }
 
     @Test
+    fun feedbackIsCheckedStoredAndReplacedOnceTheIncidentEnded() {
+        val phone = openDevice()
+        phone.sosSetPins(null, "2468", "1357")
+        val id = phone.sosTrigger(SosTrigger.WIDGET)
+        val good = SosFeedback(rating = 4u, feltSafe = true, comment = "빨리 와 주셔서 감사합니다")
+        // Not while it is shown as live.
+        assertFailsWith<SotongException.NoIncident> { phone.sosFeedback(id, good) }
+        phone.sosCancel("2468")
+        // Bad input is a typed error and stores nothing.
+        assertFailsWith<SotongException.InvalidInput> { phone.sosFeedback(id, good.copy(rating = 6u)) }
+        assertFailsWith<SotongException.InvalidInput> { phone.sosFeedback(id, good.copy(comment = "x".repeat(1001))) }
+        assertFailsWith<SotongException.InvalidInput> { phone.sosFeedback("not-an-id", good) }
+        assertNull(phone.sosStatus()?.feedback)
+        phone.sosFeedback(id, good)
+        // A second replaces the first; it waits for the sender (and for dispatch to close).
+        phone.sosFeedback(id, good.copy(rating = 5u, feltSafe = null, comment = null))
+        val shown = assertNotNull(phone.sosStatus()?.feedback)
+        assertEquals(SosFeedback(rating = 5u, feltSafe = null, comment = null), shown.feedback)
+        assertEquals(false, shown.sent)
+        assertNull(shown.sendError)
+        assertNull(phone.sosStatus()?.sendError)
+    }
+
+    @Test
     fun theSenderOfAnUnregisteredPhoneStopsAndSaysWhy() = runBlocking {
         val phone = openDevice()
         phone.sosTrigger(SosTrigger.WIDGET)
@@ -118,6 +144,7 @@ class SosTest {
                 states.trySend(state)
             }
             override fun onEvent(incident: String, event: SosEvent) {}
+            override fun onSendFailed(incident: String, what: SosSendFailure, reason: String) {}
         }
         val sms = object : SmsSender {
             override fun sendSms(number: String, text: String) {}
@@ -149,6 +176,7 @@ class SosTest {
                 states.trySend(state)
             }
             override fun onEvent(incident: String, event: SosEvent) {}
+            override fun onSendFailed(incident: String, what: SosSendFailure, reason: String) {}
         }
         val handle = phone.sosStartTransport(listener, null)
         withTimeout(30_000) {

@@ -477,3 +477,40 @@ async fn nothing_live_stops_at_once_and_an_unregistered_phone_says_why() {
     sender.finished().await;
     assert_eq!(client.sos_pending_beacons(10).unwrap().len(), 1);
 }
+
+#[test]
+fn failures_are_sorted_into_refused_stop_and_later() {
+    let server = |status: u16| {
+        SosError::Server(ClientError::Server {
+            status,
+            message: "x".into(),
+        })
+    };
+    for refused in [
+        SosError::Server(ClientError::InvalidInput("bad beacon".into())),
+        SosError::Server(ClientError::NotFound("no such incident".into())),
+        server(410),
+        server(400),
+        server(404),
+    ] {
+        assert_eq!(classify(&refused), Retry::Refused, "{refused:?}");
+    }
+    for stop in [
+        SosError::Server(ClientError::NotRegistered),
+        SosError::Server(ClientError::Unauthorized("expired".into())),
+        SosError::Server(ClientError::InsecureServer { host: "x".into() }),
+    ] {
+        assert_eq!(classify(&stop), Retry::Stop, "{stop:?}");
+    }
+    for later in [
+        server(500),
+        server(503),
+        server(429),
+        server(409),
+        SosError::Server(ClientError::TimedOut),
+        SosError::Server(ClientError::Protocol("garbled".into())),
+        SosError::Store(crate::client::store::StoreError::Poisoned),
+    ] {
+        assert_eq!(classify(&later), Retry::Later, "{later:?}");
+    }
+}
