@@ -301,6 +301,9 @@ pub trait SosStore: Send + Sync {
     /// Deletes the beacons, messages and events of incidents closed before `closed_before`
     /// (the incident rows, with their outcome, stay). Returns how many incidents were purged.
     async fn sos_purge(&self, closed_before: i64) -> StoreResult<u64>;
+    /// The id of the latest event (0 when there is none): where a feed that wants only
+    /// what happens from now on starts (the dispatch console's first paint).
+    async fn sos_last_event_id(&self) -> StoreResult<i64>;
 }
 
 /// The events a newly stored beacon causes: `(kind, body, phone_event)`.
