@@ -121,7 +121,7 @@ try {
   await s.focus(`#incident-${a} button.open-incident`);
   await s.keyboard.press('Enter');
   await s.waitForSelector('#incident-detail:not([hidden])');
-  await s.waitForSelector('#map path.leaflet-interactive');
+  await s.waitForFunction(() => document.querySelectorAll('#map path.leaflet-interactive').length >= 3);
   const paths = await s.locator('#map path.leaflet-interactive').count();
   check('incident opens with its map', paths >= 3, `${paths} paths`);
   const gridLabels = await s.locator('#map .graticule-label').count();
