@@ -45,6 +45,21 @@
   var errorsBox = $('dispatch-errors');
   function showErrors(list) {
     errorsBox.textContent = '';
+    document.querySelectorAll('#incident-detail .form-group--error').forEach(function (g) {
+      g.classList.remove('form-group--error');
+      var m = g.querySelector('.error-message');
+      if (m) m.remove();
+      var f = g.querySelector('[aria-invalid]');
+      if (f) f.removeAttribute('aria-invalid');
+    });
+    list.forEach(function (e) {
+      var f = e.field && $(e.field);
+      var group = f && f.closest('.form-group');
+      if (!group) return;
+      group.classList.add('form-group--error');
+      f.setAttribute('aria-invalid', 'true');
+      group.insertBefore(el('span', 'error-message', e.message), f);
+    });
     if (!list.length) return;
     var box = el('div', 'error-summary');
     box.setAttribute('role', 'alert');
@@ -200,7 +215,8 @@
   var grid = null;
   function ensureMap() {
     if (map || !window.L) return;
-    map = L.map('map', { attributionControl: Boolean(cfg.tiles), worldCopyJump: true });
+    map = L.map('map', { attributionControl: Boolean(cfg.tiles), zoomControl: false, worldCopyJump: true });
+    L.control.zoom({ position: 'topright' }).addTo(map);
     if (cfg.tiles) L.tileLayer(cfg.tiles, { maxZoom: 19 }).addTo(map);
     grid = L.layerGroup().addTo(map);
     marks = L.layerGroup().addTo(map);
@@ -214,12 +230,17 @@
   function drawGrid() {
     grid.clearLayers();
     var b = map.getBounds();
-    var span = Math.max(b.getEast() - b.getWest(), b.getNorth() - b.getSouth());
-    var step = STEPS[STEPS.length - 1];
-    for (var i = 0; i < STEPS.length; i++) {
-      if (span / STEPS[i] > 6) { step = STEPS[i]; break; }
+    var size = map.getSize();
+    // The finest step that keeps lines at least minPx apart on screen.
+    function stepFor(span, px, minPx) {
+      for (var i = STEPS.length - 1; i >= 0; i--) {
+        if (STEPS[i] / span * px >= minPx) return STEPS[i];
+      }
+      return STEPS[0];
     }
-    var digits = Math.max(0, Math.ceil(-Math.log10(step)));
+    var latStep = stepFor(b.getNorth() - b.getSouth(), size.y, 45);
+    var lonStep = stepFor(b.getEast() - b.getWest(), size.x, 95);
+    var digitsOf = function (step) { return Math.max(0, Math.ceil(-Math.log10(step) - 1e-9)); };
     var style = { color: '#6f777b', weight: 1, interactive: false };
     function label(latlng, text, anchor) {
       L.marker(latlng, {
@@ -227,13 +248,15 @@
         interactive: false, keyboard: false,
       }).addTo(grid);
     }
-    for (var lat = Math.ceil(b.getSouth() / step) * step; lat <= b.getNorth(); lat += step) {
+    for (var i = Math.ceil(b.getSouth() / latStep); i * latStep <= b.getNorth(); i++) {
+      var lat = i * latStep;
       L.polyline([[lat, b.getWest()], [lat, b.getEast()]], style).addTo(grid);
-      label([lat, b.getWest()], lat.toFixed(digits) + '\u00b0', [-4, 8]);
+      label([lat, b.getWest()], lat.toFixed(digitsOf(latStep)) + '\u00b0N', [-4, 8]);
     }
-    for (var lon = Math.ceil(b.getWest() / step) * step; lon <= b.getEast(); lon += step) {
+    for (var j = Math.ceil(b.getWest() / lonStep); j * lonStep <= b.getEast(); j++) {
+      var lon = j * lonStep;
       L.polyline([[b.getSouth(), lon], [b.getNorth(), lon]], style).addTo(grid);
-      label([b.getSouth(), lon], lon.toFixed(digits) + '\u00b0', [-2, 20]);
+      label([b.getSouth(), lon], lon.toFixed(digitsOf(lonStep)) + '\u00b0E', [-3, 22]);
     }
   }
   function fixesOf(v) {
@@ -276,6 +299,7 @@
   }
   function open(id) {
     selected = id;
+    alertBanner.hidden = true;
     markSelected();
     return api('').then(function (v) {
       if (selected !== id) return;
