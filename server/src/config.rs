@@ -81,6 +81,8 @@ pub struct SosConfig {
     pub purge_interval: Duration,
     /// How often an idle dispatcher feed sends a heartbeat comment.
     pub feed_heartbeat: Duration,
+    /// The dispatch map's tile server (`--map-tiles`); none: a coordinate grid.
+    pub map_tiles: Option<crate::console::map_tiles::MapTiles>,
 }
 
 impl Default for SosConfig {
@@ -93,6 +95,7 @@ impl Default for SosConfig {
             retention_days: 30,
             purge_interval: Duration::from_secs(3600),
             feed_heartbeat: Duration::from_secs(15),
+            map_tiles: None,
         }
     }
 }

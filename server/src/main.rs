@@ -117,6 +117,11 @@ struct Args {
     /// (default 30; the incident's outcome and the audit log stay).
     #[arg(long, env = "SOTONG_SOS_RETENTION_DAYS")]
     sos_retention_days: Option<u32>,
+    /// The dispatch map's tile URL template, e.g. `https://{s}.tile.example.org/{z}/{x}/{y}.png`
+    /// (default none: positions on a coordinate grid, nothing loaded from outside). The
+    /// console's CSP then allows images from that origin only.
+    #[arg(long, env = "SOTONG_MAP_TILES")]
+    map_tiles: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -218,6 +223,8 @@ enum MainError {
     Pepper(String),
     #[error("regions file {0}")]
     Regions(String),
+    #[error("{0}")]
+    MapTiles(String),
     #[error("{0}")]
     Admin(#[from] AdminError),
     #[error("store: {0}")]
@@ -375,6 +382,12 @@ async fn run(args: Args) -> Result<(), MainError> {
         .filter(|s| !s.is_empty())
         .map(String::into_bytes);
     config.sos.sms_gateway_number = args.sms_gateway_number.filter(|s| !s.is_empty());
+    if let Some(template) = args.map_tiles.as_deref().filter(|s| !s.is_empty()) {
+        config.sos.map_tiles = Some(
+            sotong_server::console::map_tiles::MapTiles::parse(template)
+                .map_err(|e| MainError::MapTiles(e.to_string()))?,
+        );
+    }
     if let Some(days) = args.sos_retention_days {
         config.sos.retention_days = days;
     }

@@ -141,6 +141,7 @@ suite!(
     sos_purge_keeps_the_outcome,
     sos_feedback_only_from_the_device_once_closed,
     sos_summary_by_region_and_month,
+    sos_last_event_id_is_where_a_new_feed_starts,
     appends_name_the_chunk_before_them,
 );
 
@@ -1726,6 +1727,35 @@ async fn sos_events_are_ordered_and_scoped_by_region(b: &dyn Backend) {
         .await
         .unwrap();
     assert_eq!(busan_only.len(), 1);
+}
+
+async fn sos_last_event_id_is_where_a_new_feed_starts(b: &dyn Backend) {
+    let s = b.open().await;
+    assert_eq!(s.sos_last_event_id().await.unwrap(), 0);
+    let d = device_of(&*s, 1).await;
+    let seoul = incident(6);
+    let a = ReportedState::Active;
+    s.sos_ingest(d, &[beacon(seoul, 1, a, 37.5)], 10)
+        .await
+        .unwrap();
+    let all = s.sos_events_after(0, None, 100).await.unwrap();
+    let last = s.sos_last_event_id().await.unwrap();
+    assert_eq!(Some(last), all.last().map(|e| e.id));
+    // A feed starting there gets what comes after, and only that.
+    assert!(s
+        .sos_events_after(last, None, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    s.sos_ingest(d, &[beacon(seoul, 2, a, 37.5)], 11)
+        .await
+        .unwrap();
+    let next = s.sos_events_after(last, None, 100).await.unwrap();
+    assert!(!next.is_empty() && next.iter().all(|e| e.id > last));
+    assert_eq!(
+        s.sos_last_event_id().await.unwrap(),
+        next.last().unwrap().id
+    );
 }
 
 async fn sos_dispatch_actions_reach_the_phone(b: &dyn Backend) {

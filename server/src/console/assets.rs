@@ -51,7 +51,51 @@ pub static LOGO: Asset = Asset {
     name: OnceLock::new(),
 };
 
-static ALL: [&Asset; 3] = [&CSS, &JS, &LOGO];
+/// The dispatch page's stylesheet.
+pub static DISPATCH_CSS: Asset = Asset {
+    stem: "dispatch",
+    ext: "css",
+    content_type: "text/css; charset=utf-8",
+    bytes: include_bytes!("assets/dispatch.css"),
+    name: OnceLock::new(),
+};
+
+/// The dispatch page's script: the live list, the map, the alert, the chat and the actions.
+pub static DISPATCH_JS: Asset = Asset {
+    stem: "dispatch",
+    ext: "js",
+    content_type: "text/javascript; charset=utf-8",
+    bytes: include_bytes!("assets/dispatch.js"),
+    name: OnceLock::new(),
+};
+
+/// Leaflet 1.9.4 from npm, vendored unmodified (`assets/vendor/leaflet/`, BSD-2-Clause).
+pub static LEAFLET_JS: Asset = Asset {
+    stem: "leaflet",
+    ext: "js",
+    content_type: "text/javascript; charset=utf-8",
+    bytes: include_bytes!("assets/vendor/leaflet/leaflet.js"),
+    name: OnceLock::new(),
+};
+
+/// Leaflet's stylesheet.
+pub static LEAFLET_CSS: Asset = Asset {
+    stem: "leaflet",
+    ext: "css",
+    content_type: "text/css; charset=utf-8",
+    bytes: include_bytes!("assets/vendor/leaflet/leaflet.css"),
+    name: OnceLock::new(),
+};
+
+static ALL: [&Asset; 7] = [
+    &CSS,
+    &JS,
+    &LOGO,
+    &DISPATCH_CSS,
+    &DISPATCH_JS,
+    &LEAFLET_JS,
+    &LEAFLET_CSS,
+];
 
 impl Asset {
     /// Its served file name: `stem-<first 12 hex digits of SHA-256>.ext`.

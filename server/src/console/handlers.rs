@@ -16,8 +16,9 @@ use super::i18n::{Label, Lang};
 use super::layout::{self, FieldError, Viewer};
 use super::pages::audit::{AuditQuery, AuditView, PAGE_SIZE};
 use super::pages::denied::Refusal;
+use super::pages::dispatch as dispatch_page;
 use super::pages::{audit as audit_page, home, login as login_page, scope, staff_list};
-use super::{audit_csv, render_refusal};
+use super::{audit_csv, dispatch_board, render_refusal};
 use crate::client_ip::ClientIp;
 use crate::staff::audit::{self, actions, AuditEntry, AuditFilter, Outcome, MAX_QUERY_LIMIT};
 use crate::staff::csrf;
@@ -256,17 +257,90 @@ pub async fn agency_page(
     )
 }
 
-/// `GET /console/dispatch/{region}` (the dispatcher holds this region: checked before).
+/// The open incidents of the page of `region`, by urgency; the read is audited like the
+/// JSON list (`sos_incident_list`).
+async fn dispatch_rows_of(
+    state: &AppState,
+    session: &StaffSession,
+    client_ip: std::net::IpAddr,
+    region: &str,
+    what: &'static str,
+) -> Result<Vec<dispatch_board::BoardRow>, crate::store::StoreError> {
+    let regions = dispatch_board::page_regions(region);
+    let rows = dispatch_board::load(state, regions.as_deref()).await?;
+    audit::record(
+        state,
+        AuditEntry::new(
+            staff_actor(&session.member),
+            actions::SOS_INCIDENT_LIST,
+            Outcome::Success,
+        )
+        .from_ip(client_ip)
+        .detail(json!({ "count": rows.len(), "region": region, "view": what })),
+    )
+    .await;
+    Ok(rows)
+}
+
+/// `GET /console/dispatch/{region}` (the dispatcher holds this region: checked before): the
+/// dispatch console, its list rendered at once.
 pub async fn dispatch_page(
+    State(state): State<AppState>,
     Extension(session): Extension<StaffSession>,
+    ClientIp(client_ip): ClientIp,
     Path(region): Path<String>,
     headers: HeaderMap,
 ) -> Response {
     let lang = Lang::from_headers(&headers);
-    layout::respond(
+    // The cursor first, then the rows: an event in between is replayed, never missed.
+    let rows = match state.store.sos_last_event_id().await {
+        Ok(after) => dispatch_rows_of(&state, &session, client_ip, &region, "console_page")
+            .await
+            .map(|rows| (after, rows)),
+        Err(e) => Err(e),
+    };
+    let (after_event, rows) = match rows {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::error!(error = %e, "dispatch page: the store failed");
+            return render_refusal(lang, Refusal::Internal);
+        }
+    };
+    let tiles = state.config.sos.map_tiles.as_ref();
+    let view = dispatch_page::DispatchView {
+        region: &region,
+        rows: &rows,
+        now: state.now_secs(),
+        tiles: tiles.map(|t| t.template()),
+        after_event,
+    };
+    layout::respond_with_img_origin(
         StatusCode::OK,
-        scope::dispatch(lang, viewer(&session), &region),
+        dispatch_page::render(lang, viewer(&session), &view),
+        tiles.map(|t| t.origin()),
     )
+}
+
+/// `GET /console/dispatch/{region}/incidents`: the list's rows alone (HTML), for the page's
+/// script to swap in when the feed tells of a new incident or a change of state.
+pub async fn dispatch_rows(
+    State(state): State<AppState>,
+    Extension(session): Extension<StaffSession>,
+    ClientIp(client_ip): ClientIp,
+    Path(region): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let lang = Lang::from_headers(&headers);
+    match dispatch_rows_of(&state, &session, client_ip, &region, "console_refresh").await {
+        Ok(rows) => layout::respond(
+            StatusCode::OK,
+            dispatch_page::rows(lang, &rows, state.now_secs()),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "dispatch rows: the store failed");
+            render_refusal(lang, Refusal::Internal)
+        }
+    }
 }
 
 fn audit_query(query: Option<String>) -> AuditQuery {

@@ -299,6 +299,75 @@ labels! {
     SosOutcomeFalseAlarm => "오인 신고", "False alarm";
     SosOutcomeNotFound => "발견 못 함", "Not found";
     SosOutcomeOther => "기타", "Other";
+    // Dispatch console (SOS)
+    DispatchIntro => "진행 중인 긴급 신고입니다. 강요(듀레스) 신고가 먼저, 그다음 오래 기다린 신고 순서입니다. 화면은 실시간으로 바뀝니다.",
+        "Active SOS incidents: duress first, then the longest waiting. The page updates live.";
+    IncidentsHeading => "진행 중인 신고", "Active incidents";
+    ColRegion => "지역", "Region";
+    ColAge => "경과", "Age";
+    ColState => "상태", "State";
+    ColLastFix => "마지막 위치 (UTC, 정확도)", "Last fix (UTC, accuracy)";
+    ColBattery => "배터리", "Battery";
+    ColUnread => "읽지 않은 답장", "Unread replies";
+    ColOpen => "열기", "Open";
+    OpenIncident => "열기", "Open";
+    NoIncidents => "진행 중인 신고가 없습니다.", "There are no active incidents.";
+    NoFixYet => "위치 없음", "No fix yet";
+    Unrouted => "지역 밖", "Outside every region";
+    UnknownValue => "알 수 없음", "Unknown";
+    SosStateNew => "신규", "New";
+    SosStateAcknowledged => "접수 확인", "Acknowledged";
+    SosStateUnitAssigned => "출동 중", "Unit assigned";
+    SosStateResolved => "종결", "Resolved";
+    SosStateCancelled => "신고자가 취소", "Cancelled by the caller";
+    SosStateDuress => "강요 상황(듀레스)", "Duress";
+    AgeMinutes => "{0}분", "{0} min";
+    AgeHours => "{0}시간 {1}분", "{0} h {1} min";
+    LiveConnecting => "실시간 연결 중…", "Connecting to the live feed…";
+    LiveOn => "실시간 연결됨", "Live";
+    LiveLost => "연결이 끊겨 다시 연결하는 중입니다", "Connection lost: reconnecting";
+    SoundOn => "알림음 끄기", "Turn sound off";
+    SoundOff => "알림음 켜기", "Turn sound on";
+    SoundBanner => "브라우저는 클릭하기 전에는 소리를 내지 않습니다. 새 신고 알림음을 들으려면 \"알림음 켜기\"를 누르세요.",
+        "Browsers play no sound until you click. To hear an alert for each new incident, select \"Turn sound on\".";
+    NewIncidentAlert => "새 신고가 들어왔습니다", "New incident";
+    NeedsScript => "지도, 대화와 조치에는 자바스크립트가 필요합니다. 목록은 새로 고치면 바뀝니다.",
+        "The map, the conversation and the actions need JavaScript. Reload the page to update the list.";
+    MapHeading => "지도", "Map";
+    MapNoTiles => "지도 타일이 설정되지 않아 위치를 좌표 격자 위에 표시합니다.",
+        "No map tiles are configured: positions are drawn on a grid of coordinates.";
+    MapLegend => "점: 마지막 위치, 원: 정확도 반경, 선: 이동 경로", "Dot: last position; circle: accuracy radius; line: trail";
+    SelectIncident => "목록에서 신고를 열면 지도, 대화, 조치가 표시됩니다.",
+        "Open an incident in the list to see its map, conversation and actions.";
+    IncidentHeading => "신고 {0}", "Incident {0}";
+    TriggerLabel => "신고 방법", "Triggered by";
+    UnitAssignedLabel => "출동 단위", "Unit";
+    ThreadHeading => "대화", "Conversation";
+    NoMessages => "아직 메시지가 없습니다.", "No messages yet.";
+    FromDispatch => "상황실", "Dispatch";
+    FromCaller => "신고자", "Caller";
+    NoteFromDispatch => "메모 (신고자에게 보이지 않음)", "Note (not shown to the caller)";
+    QuickYes => "예", "Yes";
+    QuickNo => "아니요", "No";
+    QuickCantTalk => "말할 수 없음", "Can't talk";
+    MessageLabel => "신고자에게 보낼 메시지", "Message to the caller";
+    MessageHint => "신고자의 휴대폰에 소리 없이 표시됩니다.", "It appears silently on the caller's phone.";
+    SendMessage => "보내기", "Send";
+    ActionsHeading => "조치", "Actions";
+    AcknowledgeAction => "접수 확인", "Acknowledge";
+    UnitLabel => "출동 단위 (호출 부호)", "Unit (call sign)";
+    AssignAction => "출동 지정", "Assign unit";
+    NoteLabel => "메모 (상황실 전용)", "Note (dispatch only)";
+    AddNoteAction => "메모 추가", "Add note";
+    OutcomeLabel => "종결 결과", "Outcome";
+    ChooseOutcome => "결과를 선택하세요", "Choose an outcome";
+    CloseAction => "종결", "Close incident";
+    MessageMissing => "보낼 메시지를 입력하세요", "Enter a message to send";
+    NoteMissing => "메모를 입력하세요", "Enter the note";
+    UnitMissing => "출동 단위를 입력하세요", "Enter the unit";
+    OutcomeMissing => "종결 결과를 선택하세요", "Choose an outcome";
+    ActionFailed => "요청을 처리하지 못했습니다: {0}", "The request failed: {0}";
+    ActionDone => "처리했습니다", "Done";
 }
 
 impl Label {

@@ -235,6 +235,30 @@ pub fn respond(status: StatusCode, markup: Markup) -> Response {
     response
 }
 
+/// [`CONTENT_SECURITY_POLICY_VALUE`] with images also allowed from `img_origin` (the dispatch
+/// map's tile server, checked by `console::map_tiles`).
+pub fn csp_with_img_origin(img_origin: &str) -> String {
+    CONTENT_SECURITY_POLICY_VALUE
+        .replace("img-src 'self';", &format!("img-src 'self' {img_origin};"))
+}
+
+/// [`respond`], with images also allowed from `img_origin` when given.
+pub fn respond_with_img_origin(
+    status: StatusCode,
+    markup: Markup,
+    img_origin: Option<&str>,
+) -> Response {
+    let mut response = respond(status, markup);
+    if let Some(value) =
+        img_origin.and_then(|o| HeaderValue::from_str(&csp_with_img_origin(o)).ok())
+    {
+        response
+            .headers_mut()
+            .insert(CONTENT_SECURITY_POLICY, value);
+    }
+    response
+}
+
 /// The headers every console page carries.
 pub fn security_headers(headers: &mut HeaderMap) {
     headers.insert(
@@ -288,6 +312,30 @@ mod tests {
         assert_eq!(h[X_FRAME_OPTIONS], "DENY");
         assert_eq!(h[REFERRER_POLICY], "no-referrer");
         assert_eq!(h[CACHE_CONTROL], "no-store");
+    }
+
+    #[test]
+    fn the_tile_origin_joins_img_src_only() {
+        let r = respond_with_img_origin(
+            StatusCode::OK,
+            html! { p { "x" } },
+            Some("https://*.tile.example.org"),
+        );
+        let csp = r.headers()[CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            csp.contains("img-src 'self' https://*.tile.example.org;"),
+            "{csp}"
+        );
+        assert!(csp.contains("connect-src 'self';"));
+        assert_eq!(csp.matches("tile.example.org").count(), 1);
+        let r = respond_with_img_origin(StatusCode::OK, html! { p { "x" } }, None);
+        assert_eq!(
+            r.headers()[CONTENT_SECURITY_POLICY],
+            CONTENT_SECURITY_POLICY_VALUE
+        );
     }
 
     #[test]

@@ -17,9 +17,11 @@ use crate::staff::Role;
 pub mod assets;
 pub mod audit_csv;
 pub mod dates;
+pub mod dispatch_board;
 pub mod handlers;
 pub mod i18n;
 pub mod layout;
+pub mod map_tiles;
 pub mod pages;
 
 pub use i18n::Lang;
@@ -89,6 +91,12 @@ pub fn routes(r: StaffRouter) -> StaffRouter {
             "/console/admin/staff",
             Need::Role(Role::Admin),
             get(h::staff_page),
+        )
+        .route(
+            Method::GET,
+            "/console/dispatch/{region}/incidents",
+            Need::RoleInScope(Role::Dispatcher, "region"),
+            get(h::dispatch_rows),
         )
 }
 

@@ -301,6 +301,9 @@ pub trait SosStore: Send + Sync {
     /// Deletes the beacons, messages and events of incidents closed before `closed_before`
     /// (the incident rows, with their outcome, stay). Returns how many incidents were purged.
     async fn sos_purge(&self, closed_before: i64) -> StoreResult<u64>;
+    /// The id of the latest event (0 when there is none): where a feed that wants only
+    /// what happens from now on starts (the dispatch console's first paint).
+    async fn sos_last_event_id(&self) -> StoreResult<i64>;
     /// Stores the person's feedback on a closed incident, sent by `device`: only the device
     /// that sent the incident's first beacon may ([`FeedbackPut::NotFound`] for any other,
     /// as for an unknown id), only once dispatch closed it ([`FeedbackPut::StillOpen`]). A

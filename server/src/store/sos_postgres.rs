@@ -555,6 +555,14 @@ impl SosStore for PgStore {
         Ok(u64::try_from(purged).unwrap_or(0))
     }
 
+    async fn sos_last_event_id(&self) -> StoreResult<i64> {
+        let conn = self.conn().await?;
+        Ok(conn
+            .query_one("SELECT COALESCE(MAX(id), 0)::BIGINT FROM sos_events", &[])
+            .await?
+            .get(0))
+    }
+
     async fn sos_put_feedback(
         &self,
         id: &IncidentId,

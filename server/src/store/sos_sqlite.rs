@@ -496,6 +496,17 @@ impl SosStore for SqliteStore {
         .await
     }
 
+    async fn sos_last_event_id(&self) -> StoreResult<i64> {
+        self.call(move |conn| {
+            Ok(
+                conn.query_row("SELECT COALESCE(MAX(id), 0) FROM sos_events", [], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
+        .await
+    }
+
     async fn sos_put_feedback(
         &self,
         id: &IncidentId,

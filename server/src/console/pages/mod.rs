@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod denied;
+pub mod dispatch;
 pub mod home;
 pub mod login;
 pub mod scope;
