@@ -7,6 +7,7 @@
 //! - [`dispatch`]: the dispatchers' JSON routes (list, view, acknowledge, assign, message,
 //!   note, close, PIDF-LO export), all audited;
 //! - [`sms_gateway`]: the SMS channel's provisioning and the gateway's signed webhook;
+//! - [`live`]: beacons over the phone's open sync connection (`sotong-sos-beacon`);
 //! - [`listener`]: PostgreSQL `LISTEN` so that writes through other instances wake this one;
 //! - [`retention`]: the periodic purge of closed incidents' trails;
 //! - [`pidf`]: the PIDF-LO (RFC 4119 / 5491) and AML exports.
@@ -21,6 +22,7 @@ pub mod dispatch;
 pub mod feed;
 pub mod ingest;
 pub mod listener;
+pub mod live;
 pub mod pidf;
 pub mod regions;
 pub mod retention;

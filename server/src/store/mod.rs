@@ -17,6 +17,7 @@ pub mod notice;
 pub mod postgres;
 pub mod sos;
 pub(crate) mod sos_postgres;
+mod sos_sequence;
 mod sos_sqlite;
 pub mod sqlite;
 pub mod staff;
