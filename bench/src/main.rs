@@ -24,8 +24,8 @@
 //! 9. the phone's peak RSS and time while syncing many drafts, in fresh child processes
 //!    (`phone_sync.rs`);
 //! 10. SOS: beacons from many simulated incidents at a fixed rate, beacon accepted → `fix`
-//!    event on a dispatcher's SSE feed, server CPU per beacon, on SQLite and PostgreSQL; and a
-//!    real phone core's trigger → first fix durably stored at the server (`sos.rs`).
+//!     event on a dispatcher's SSE feed, server CPU per beacon, on SQLite and PostgreSQL; and a
+//!     real phone core's trigger → first fix durably stored at the server (`sos.rs`).
 //!
 //! Only completed operations are timed or divided by; failures and timeouts are counted and
 //! reported next to the figures.
