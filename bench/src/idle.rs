@@ -157,11 +157,11 @@ async fn register_all(server: &Server, n: usize) -> Result<Vec<String>> {
     Ok(out)
 }
 
-type Ws =
+pub(crate) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Connects with a bearer token, sends `join`, and waits for the server's `peer`.
-async fn connect_joined(url: &str, token: &str, i: usize) -> Result<Ws> {
+pub(crate) async fn connect_joined(url: &str, token: &str, i: usize) -> Result<Ws> {
     let mut request = url.into_client_request()?;
     request
         .headers_mut()

@@ -28,13 +28,13 @@ fn admin_url() -> String {
 }
 
 /// A database that exists for this phase only.
-struct TempDb {
+pub(crate) struct TempDb {
     name: String,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl TempDb {
-    async fn create() -> Result<Self> {
+    pub(crate) async fn create() -> Result<Self> {
         let name = format!("sotong_bench_{:016x}", rand::random::<u64>());
         admin(&format!("CREATE DATABASE {name}")).await?;
         let base = admin_url();
@@ -43,7 +43,7 @@ impl TempDb {
         Ok(Self { name, url })
     }
 
-    async fn drop_now(self) -> Result<()> {
+    pub(crate) async fn drop_now(self) -> Result<()> {
         admin(&format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
             self.name

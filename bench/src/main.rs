@@ -22,7 +22,10 @@
 //! 7. server RSS with many idle authenticated WebSocket devices (`idle.rs`);
 //! 8. instance-to-instance live edit latency, two servers on one PostgreSQL (`instances.rs`);
 //! 9. the phone's peak RSS and time while syncing many drafts, in fresh child processes
-//!    (`phone_sync.rs`).
+//!    (`phone_sync.rs`);
+//! 10. SOS: beacons from many simulated incidents at a fixed rate, beacon accepted → `fix`
+//!     event on a dispatcher's SSE feed, server CPU per beacon, on SQLite and PostgreSQL; and a
+//!     real phone core's trigger → first fix durably stored at the server (`sos.rs`).
 //!
 //! Only completed operations are timed or divided by; failures and timeouts are counted and
 //! reported next to the figures.
@@ -42,6 +45,7 @@ mod idle;
 mod instances;
 mod phone_sync;
 mod reference;
+mod sos;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
@@ -59,7 +63,7 @@ const CODES_FLAG: &str = "--codes-per-client-per-hour";
 const OFFLINE_URL: &str = "http://127.0.0.1:9";
 const SMALL: usize = 5_000;
 /// Number of phases (`--only 1..=PHASES`).
-const PHASES: u32 = 9;
+const PHASES: u32 = 10;
 const LARGE: usize = 200_000;
 /// Longest wait for any single expected event (a code in the log, a relayed edit).
 const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -90,6 +94,12 @@ struct Plan {
     instance_edits: usize,
     /// Phase 9: drafts a phone syncs.
     phone_sync_drafts: usize,
+    /// Phase 10: beacons per second in total, simulated incidents, seconds of load, and
+    /// triggers timed on a real phone core.
+    sos_rate: usize,
+    sos_incidents: usize,
+    sos_secs: usize,
+    sos_triggers: usize,
 }
 
 impl Plan {
@@ -111,6 +121,10 @@ impl Plan {
                 idle_wait_s: 3,
                 instance_edits: 50,
                 phone_sync_drafts: 100,
+                sos_rate: 500,
+                sos_incidents: 1_000,
+                sos_secs: 4,
+                sos_triggers: 10,
             }
         } else {
             Plan {
@@ -129,6 +143,10 @@ impl Plan {
                 idle_wait_s: 10,
                 instance_edits: 500,
                 phone_sync_drafts: 1_000,
+                sos_rate: 500,
+                sos_incidents: 1_000,
+                sos_secs: 20,
+                sos_triggers: 50,
             }
         }
     }
@@ -156,10 +174,10 @@ fn main() -> Result<()> {
                     .next()
                     .and_then(|n| n.parse().ok())
                     .filter(|n| (1..=PHASES).contains(n));
-                only = Some(n.ok_or_else(|| anyhow!("--only takes a phase number 1 to 9"))?);
+                only = Some(n.ok_or_else(|| anyhow!("--only takes a phase number 1 to 10"))?);
             }
             "-h" | "--help" => {
-                println!("usage: sotong-bench [--quick] [--only PHASE]\n\nPhases: 1 phone edit latency, 2 sync throughput, 3 (and 4) server CPU per remote edit and live relay, 5 memory, 6 against the reference automerge-repo server, 7 idle devices, 8 instance to instance (PostgreSQL), 9 phone memory during sync.\n\nNeeds target/release/sotong-server (cargo build --release -p sotong-server) or SOTONG_SERVER_BIN, Node 20 with bench/js installed (phase 6), PostgreSQL on 127.0.0.1:5432 (phase 8).\nscripts/bench.sh does all of it. Writes target/bench-report.json.");
+                println!("usage: sotong-bench [--quick] [--only PHASE]\n\nPhases: 1 phone edit latency, 2 sync throughput, 3 (and 4) server CPU per remote edit and live relay, 5 memory, 6 against the reference automerge-repo server, 7 idle devices, 8 instance to instance (PostgreSQL), 9 phone memory during sync, 10 SOS beacons and trigger (SQLite and PostgreSQL).\n\nNeeds target/release/sotong-server (cargo build --release -p sotong-server) or SOTONG_SERVER_BIN, Node 20 with bench/js installed (phase 6), PostgreSQL on 127.0.0.1:5432 (phases 8 and 10).\nscripts/bench.sh does all of it. Writes target/bench-report.json.");
                 return Ok(());
             }
             other => {
@@ -248,7 +266,7 @@ async fn run(plan: Plan, only: Option<u32>) -> Result<()> {
         report["memory"]["other_load_cores"] = json!(load.other_cores()?);
     }
     // A phase that fails is reported as failed; the others still run.
-    let phases: [(u32, &str, &str); 4] = [
+    let phases: [(u32, &str, &str); 5] = [
         (
             6,
             "vs_reference",
@@ -261,6 +279,11 @@ async fn run(plan: Plan, only: Option<u32>) -> Result<()> {
             "instance-to-instance live latency (PostgreSQL)",
         ),
         (9, "phone_sync", "phone memory during sync"),
+        (
+            10,
+            "sos",
+            "SOS beacons -> dispatcher feed, trigger -> stored (SQLite, PostgreSQL)",
+        ),
     ];
     for (n, key, what) in phases {
         if !want(n) {
@@ -272,7 +295,8 @@ async fn run(plan: Plan, only: Option<u32>) -> Result<()> {
             6 => reference::phase_reference(&plan, &server_bin, root.path(), tick.hz).await,
             7 => idle::phase_idle(&plan, &server_bin, root.path()).await,
             8 => instances::phase_instances(&plan, &server_bin, root.path()).await,
-            _ => phone_sync::phase_phone_sync(&plan, &server_bin, root.path(), &exe).await,
+            9 => phone_sync::phase_phone_sync(&plan, &server_bin, root.path(), &exe).await,
+            _ => sos::phase_sos(&plan, &server_bin, root.path(), tick.hz).await,
         };
         report[key] = match got {
             Ok(v) => v,
@@ -1515,6 +1539,7 @@ fn print_table(r: &Value) {
         "idle_devices",
         "instance_to_instance",
         "phone_sync",
+        "sos",
     ]
     .iter()
     .map(|k| format!("{k} {}", f(&r[k]["other_load_cores"])))
@@ -1526,7 +1551,7 @@ fn print_table(r: &Value) {
     println!("runtime {} s", r["runtime_s"]);
 }
 
-/// Rows of phases 6 to 9.
+/// Rows of phases 6 to 10.
 fn print_new_phases(
     r: &Value,
     f: &dyn Fn(&Value) -> String,
@@ -1640,6 +1665,47 @@ fn print_new_phases(
                     "peak RSS {} MiB, {} s{outcome}",
                     f(&v[k]["peak_rss_mib"]),
                     f(&v[k]["wall_s"])
+                ),
+            );
+        }
+    }
+    let v = &r["sos"];
+    if !failed(v, "10. SOS") {
+        for (label, k) in [("SQLite", "sqlite"), ("PostgreSQL", "postgres")] {
+            let b = &v[k];
+            if failed(b, &format!("10. SOS, {label}")) {
+                continue;
+            }
+            let l = &b["load_over_https"];
+            row(
+                format!(
+                    "10. SOS {label}: accepted -> SSE fix, {}/s x {} incidents",
+                    l["target_rate_per_s"], l["incidents"]
+                ),
+                format!(
+                    "{} ({}/{} on feed, {}/s)",
+                    pct(&l["accepted_to_feed_ms"]),
+                    l["on_feed"],
+                    l["beacons_sent"],
+                    f(&l["achieved_rate_per_s"])
+                ),
+            );
+            row(
+                format!("10. SOS {label}: beacon sent -> answered; server CPU"),
+                format!(
+                    "{}; {} ms/beacon",
+                    pct(&l["sent_to_answer_ms"]),
+                    f(&l["server_cpu_ms_per_beacon"])
+                ),
+            );
+            let t = &b["trigger_to_first_fix_stored"];
+            row(
+                format!("10. SOS {label}: phone trigger -> first fix stored"),
+                format!(
+                    "{} ({}/{} done)",
+                    pct(&t["latency_ms"]),
+                    t["completed"],
+                    t["triggers"]
                 ),
             );
         }

@@ -1,5 +1,6 @@
 //! The automerge-repo network messages (protocol version "1"), CBOR encoded, one per
-//! WebSocket binary frame, plus Sotong's `sotong-rejected` message.
+//! WebSocket binary frame, plus Sotong's `sotong-rejected` message and the SOS beacons sent
+//! over an open connection (`sotong-sos-beacon`, answered by `sotong-sos-ack`; ADR 0005).
 //!
 //! Decoding reads the frame as a stream of CBOR items (`ciborium-ll`) rather than through
 //! serde derive or a `ciborium::Value` tree: any field order or CBOR tag a peer uses is
@@ -95,6 +96,33 @@ pub enum WireMessage {
         reason: String,
         /// The server's heads for the document after refusing.
         heads: Vec<ChangeHash>,
+    },
+    /// Sotong, client → server: SOS beacons over the open connection. `data` is the JSON body
+    /// of `POST /v1/sos/beacons` (beacons, `after`); `batch` (the client's choice) names the
+    /// answer.
+    SosBeacon {
+        /// The client.
+        sender_id: PeerId,
+        /// Names this batch in its [`WireMessage::SosAck`].
+        batch: String,
+        /// The JSON body.
+        data: Vec<u8>,
+    },
+    /// Sotong, server → client: the answer to a [`WireMessage::SosBeacon`], sent only after
+    /// the beacons are durably stored. `data` is the JSON answer of `POST /v1/sos/beacons`
+    /// (the stored seqs per incident, the events); with a `code`, the batch was refused
+    /// (nothing of it stored) and `data` is empty.
+    SosAck {
+        /// The server.
+        sender_id: PeerId,
+        /// The client.
+        target_id: PeerId,
+        /// The batch answered.
+        batch: String,
+        /// Why the batch was refused, if it was (the HTTPS route's error code).
+        code: Option<String>,
+        /// The JSON answer (empty when refused).
+        data: Vec<u8>,
     },
     /// A message type we accept but do not act on (ephemeral, remote-heads…).
     Ignored {
@@ -215,6 +243,18 @@ impl WireMessage {
                 reason: f.text(&raw.reason, "reason")?,
                 heads: f.heads()?,
             },
+            "sotong-sos-beacon" => WireMessage::SosBeacon {
+                sender_id: f.text(&raw.sender_id, "senderId")?,
+                batch: f.text(&raw.batch, "batch")?,
+                data: f.data(data)?,
+            },
+            "sotong-sos-ack" => WireMessage::SosAck {
+                sender_id: f.text(&raw.sender_id, "senderId")?,
+                target_id: f.text(&raw.target_id, "targetId")?,
+                batch: f.text(&raw.batch, "batch")?,
+                code: raw.code.clone().and_then(Slot::good),
+                data: f.data(data)?,
+            },
             other if IGNORED_TYPES.contains(&other) => WireMessage::Ignored { kind },
             _ => return Err(WireError::UnknownType(kind)),
         };
@@ -311,6 +351,32 @@ impl WireMessage {
                 m.push(("code", text(code)));
                 m.push(("reason", text(reason)));
                 m.push(("heads", Item::Heads(heads)));
+            }
+            WireMessage::SosBeacon {
+                sender_id,
+                batch,
+                data,
+            } => {
+                m.push(("type", text("sotong-sos-beacon")));
+                m.push(("senderId", text(sender_id)));
+                m.push(("batch", text(batch)));
+                m.push(("data", Item::Bytes(data)));
+            }
+            WireMessage::SosAck {
+                sender_id,
+                target_id,
+                batch,
+                code,
+                data,
+            } => {
+                m.push(("type", text("sotong-sos-ack")));
+                m.push(("senderId", text(sender_id)));
+                m.push(("targetId", text(target_id)));
+                m.push(("batch", text(batch)));
+                if let Some(code) = code {
+                    m.push(("code", text(code)));
+                }
+                m.push(("data", Item::Bytes(data)));
             }
             WireMessage::Ignored { kind } => m.push(("type", text(kind))),
         }
@@ -410,6 +476,7 @@ struct RawMessage {
     message: Option<Slot<String>>,
     reason: Option<Slot<String>>,
     code: Option<Slot<String>>,
+    batch: Option<Slot<String>>,
     supported_protocol_versions: Option<Slot<Vec<String>>>,
     heads: Option<Slot<Vec<ChangeHash>>>,
     peer_metadata: Option<Slot<PeerMetadata>>,
@@ -456,6 +523,7 @@ impl RawMessage {
                 Some("message") => text(&mut raw.message, cbor),
                 Some("reason") => text(&mut raw.reason, cbor),
                 Some("code") => text(&mut raw.code, cbor),
+                Some("batch") => text(&mut raw.batch, cbor),
                 Some("supportedProtocolVersions") if raw.supported_protocol_versions.is_none() => {
                     raw.supported_protocol_versions = Some(cbor.list_slot(Some)?);
                     Ok(())
@@ -763,6 +831,13 @@ impl FieldReader<'_> {
         self.take(&self.raw.heads, "heads")
     }
 
+    fn data(&self, data: Option<Slot<Vec<u8>>>) -> Result<Vec<u8>, WireError> {
+        match data {
+            Some(Slot::Good(data)) => Ok(data),
+            _ => Err(self.bad("data")),
+        }
+    }
+
     fn doc_message(&self, data: Option<Slot<Vec<u8>>>) -> Result<DocMessage, WireError> {
         let Some(Slot::Good(data)) = data else {
             return Err(self.bad("data"));
@@ -783,6 +858,50 @@ mod tests {
 
     fn round_trip(m: WireMessage) {
         assert_eq!(WireMessage::decode(&m.encode()).unwrap(), m);
+    }
+
+    #[test]
+    fn sos_messages_round_trip() {
+        round_trip(WireMessage::SosBeacon {
+            sender_id: "phone-1".into(),
+            batch: "7".into(),
+            data: br#"{"beacons":[],"after":3}"#.to_vec(),
+        });
+        round_trip(WireMessage::SosAck {
+            sender_id: "server".into(),
+            target_id: "phone-1".into(),
+            batch: "7".into(),
+            code: None,
+            data: br#"{"acked":[]}"#.to_vec(),
+        });
+        round_trip(WireMessage::SosAck {
+            sender_id: "server".into(),
+            target_id: "phone-1".into(),
+            batch: "8".into(),
+            code: Some("invalid_beacon".into()),
+            data: Vec::new(),
+        });
+        // A beacon frame without its batch name is refused with the field named.
+        let mut frame = Vec::new();
+        ciborium::into_writer(
+            &Value::Map(vec![
+                (
+                    Value::Text("type".into()),
+                    Value::Text("sotong-sos-beacon".into()),
+                ),
+                (Value::Text("senderId".into()), Value::Text("p".into())),
+                (Value::Text("data".into()), Value::Bytes(vec![1])),
+            ]),
+            &mut frame,
+        )
+        .unwrap();
+        assert_eq!(
+            WireMessage::decode(&frame),
+            Err(WireError::BadField {
+                kind: "sotong-sos-beacon".into(),
+                field: "batch"
+            })
+        );
     }
 
     #[test]

@@ -136,6 +136,7 @@ suite!(
     sos_beacons_are_stored_once_with_a_contiguous_ack,
     sos_incident_belongs_to_its_first_account,
     sos_events_are_ordered_and_scoped_by_region,
+    sos_concurrent_writers_never_hide_events_from_a_reader,
     sos_dispatch_actions_reach_the_phone,
     sos_sms_keys_are_per_device,
     sos_purge_keeps_the_outcome,
@@ -1756,6 +1757,96 @@ async fn sos_last_event_id_is_where_a_new_feed_starts(b: &dyn Backend) {
         s.sos_last_event_id().await.unwrap(),
         next.last().unwrap().id
     );
+}
+
+/// Two instances ingest beacons of many incidents concurrently (four writers each) while a
+/// dispatcher adds notes, and a third instance reads the event log with a cursor, as a feed
+/// resuming after its last id does. The reader must end up with every event exactly once: an
+/// event committed with a lower id after a higher one was read would be lost to it.
+async fn sos_concurrent_writers_never_hide_events_from_a_reader(b: &dyn Backend) {
+    const PER_WRITER: u32 = 25;
+    let first = b.open().await;
+    let d = device_of(&*first, 1).await;
+    let instances = [first, b.open().await];
+    let mut writers = Vec::new();
+    for (i, store) in instances.iter().enumerate() {
+        for w in 0..4u8 {
+            let store = store.clone();
+            let id = incident(100 + (i as u8) * 10 + w);
+            writers.push(tokio::spawn(async move {
+                for seq in 1..=PER_WRITER {
+                    let out = store
+                        .sos_ingest(d, &[beacon(id, seq, ReportedState::Active, 37.5)], 10)
+                        .await
+                        .unwrap();
+                    assert_eq!(acked(out), vec![(id, seq)]);
+                }
+            }));
+        }
+    }
+    // The dispatcher's notes on the first incident, through the second instance.
+    let noted = incident(100);
+    {
+        let store = instances[1].clone();
+        writers.push(tokio::spawn(async move {
+            let mut notes = 0;
+            while notes < 10 {
+                let note = DispatchAction::Note {
+                    text: format!("note {notes}"),
+                };
+                if store
+                    .sos_dispatch(&noted, 7, &note, 20)
+                    .await
+                    .unwrap()
+                    .is_some()
+                {
+                    notes += 1;
+                }
+            }
+        }));
+    }
+    let reader = b.open().await;
+    let mut cursor = 0;
+    let mut seen = Vec::new();
+    let mut done = false;
+    while !done {
+        done = writers.iter().all(|w| w.is_finished());
+        for event in reader.sos_events_after(cursor, None, 50).await.unwrap() {
+            assert!(event.id > cursor, "events come in id order");
+            cursor = event.id;
+            seen.push(event);
+        }
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    loop {
+        let rest = reader.sos_events_after(cursor, None, 50).await.unwrap();
+        let Some(last) = rest.last() else { break };
+        cursor = last.id;
+        seen.extend(rest);
+    }
+    let fixes: BTreeSet<(IncidentId, u64)> = seen
+        .iter()
+        .filter(|e| e.kind == "fix")
+        .map(|e| (e.incident, e.body["seq"].as_u64().unwrap()))
+        .collect();
+    let count = |kind: &str| seen.iter().filter(|e| e.kind == kind).count();
+    assert_eq!(fixes.len(), 8 * PER_WRITER as usize);
+    assert_eq!(count("fix"), 8 * PER_WRITER as usize, "no fix twice");
+    assert_eq!(count("incident"), 8);
+    assert_eq!(count("note"), 10);
+    // Everything the store holds was seen.
+    let all = reader.sos_events_after(0, None, 10_000).await.unwrap();
+    assert_eq!(all.len(), seen.len());
+    // A phone's events come by the same cursor: the incident's Received event.
+    let phone = reader.sos_phone_events(&incident(101), 0).await.unwrap();
+    assert_eq!(phone.len(), 1);
+    assert!(reader
+        .sos_phone_events(&incident(101), phone[0].id)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn sos_dispatch_actions_reach_the_phone(b: &dyn Backend) {

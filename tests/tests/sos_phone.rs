@@ -85,6 +85,7 @@ fn start(client: &Client) -> (SosTransport, mpsc::UnboundedReceiver<Seen>) {
         max_retry: Duration::from_millis(200),
         events_wait: Duration::from_secs(25),
         batch: 100,
+        live_ack_timeout: Duration::from_secs(5),
     };
     let sender = client
         .sos_start_transport(Arc::new(Recorder(tx)), options)

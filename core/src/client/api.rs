@@ -37,9 +37,12 @@ struct RemoteDocument {
     id: String,
 }
 
+/// The body of `POST /v1/sos/beacons` (and of a `sotong-sos-beacon` frame).
 #[derive(Serialize)]
-struct BeaconBatch<'a> {
-    beacons: &'a [Beacon],
+pub(crate) struct BeaconBatch<'a> {
+    pub beacons: &'a [Beacon],
+    /// The last event id the phone has: the answer holds only later events.
+    pub after: i64,
 }
 
 /// The server holds every beacon of `incident` with seq 1..=`up_to_seq`.
@@ -55,6 +58,9 @@ pub(crate) struct BeaconAnswer {
     pub acked: Vec<BeaconAck>,
     #[serde(default)]
     pub events: Vec<ServerEvent>,
+    /// The id of the last of `events` (older servers do not send it).
+    #[serde(default)]
+    pub last_event_id: Option<i64>,
 }
 
 /// One event of an incident's long-poll, with its server-wide increasing id.
@@ -195,17 +201,19 @@ impl Api {
 }
 
 impl Api {
-    /// Sends SOS beacons; answers once the server has durably stored them.
+    /// Sends SOS beacons; answers once the server has durably stored them, with the
+    /// incidents' events after event id `after`.
     pub(crate) async fn sos_beacons(
         &self,
         token: &str,
         beacons: &[Beacon],
+        after: i64,
     ) -> Result<BeaconAnswer, ClientError> {
         let resp = self
             .http
             .post(self.url("/v1/sos/beacons")?)
             .bearer_auth(token)
-            .json(&BeaconBatch { beacons })
+            .json(&BeaconBatch { beacons, after })
             .send()
             .await?;
         Ok(check(resp).await?.json().await?)

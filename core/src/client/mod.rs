@@ -125,6 +125,7 @@ impl Client {
                     drafts: Arc::new(drafts::Drafts::new(store.clone())),
                     store,
                     api,
+                    sos_lane: sos::lane::SosLane::default(),
                 }),
                 live: Mutex::new(None),
                 clock,

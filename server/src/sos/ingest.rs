@@ -25,6 +25,10 @@ pub const MAX_WAIT_SECS: u64 = 30;
 pub struct BeaconBatch {
     /// 1 to [`MAX_BATCH`] beacons.
     pub beacons: Vec<Beacon>,
+    /// The last event id the phone has (its long-poll cursor): the answer holds only later
+    /// events. 0 (the default, for phones that do not send it): all of them.
+    #[serde(default)]
+    pub after: i64,
 }
 
 /// Answer of `POST /v1/sos/beacons`.
@@ -32,8 +36,12 @@ pub struct BeaconBatch {
 pub struct BeaconAnswer {
     /// Per incident of the batch: every seq up to `up_to_seq` is durably stored.
     pub acked: Vec<AckedJson>,
-    /// The incidents' dispatch events (the phone ignores ones it has).
+    /// The incidents' dispatch events after the batch's `after` (the phone ignores ones it
+    /// has).
     pub events: Vec<ServerEvent>,
+    /// The id of the last of `events` (the phone's next `after`); absent when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_event_id: Option<i64>,
 }
 
 /// One incident's acknowledgment.
@@ -66,16 +74,25 @@ pub async fn post_beacons(
             format!("send 1 to {MAX_BATCH} beacons"),
         ));
     }
-    let answer = store_beacons(&state, device.into(), batch.beacons, Via::Https).await?;
+    let answer = store_beacons(
+        &state,
+        device.into(),
+        batch.beacons,
+        batch.after.max(0),
+        Via::Https,
+    )
+    .await?;
     Ok(Json(answer))
 }
 
-/// Validates, routes and stores beacons from `device`, then wakes the feeds. Shared by the
-/// HTTPS route and the SMS gateway.
+/// Validates, routes and stores beacons from `device`, then wakes the feeds; the answer
+/// holds the incidents' phone events after event id `after`. Shared by the HTTPS route, the
+/// live connection and the SMS gateway.
 pub async fn store_beacons(
     state: &AppState,
     device: DeviceRef,
     beacons: Vec<Beacon>,
+    after: i64,
     via: Via,
 ) -> Result<BeaconAnswer, ApiError> {
     let regions = &state.config.sos.regions;
@@ -105,8 +122,10 @@ pub async fn store_beacons(
     };
     state.sos.notify();
     let mut events = Vec::new();
+    let mut last_event_id = None;
     for a in &acked {
-        for e in state.store.sos_phone_events(&a.incident, 0).await? {
+        for e in state.store.sos_phone_events(&a.incident, after).await? {
+            last_event_id = last_event_id.max(Some(e.id));
             events.extend(e.phone_event);
         }
     }
@@ -114,6 +133,7 @@ pub async fn store_beacons(
     Ok(BeaconAnswer {
         acked: acked.into_iter().map(AckedJson::from).collect(),
         events,
+        last_event_id,
     })
 }
 

@@ -7,6 +7,7 @@
 //! - [`dispatch`]: the dispatchers' JSON routes (list, view, acknowledge, assign, message,
 //!   note, close, PIDF-LO export), all audited;
 //! - [`sms_gateway`]: the SMS channel's provisioning and the gateway's signed webhook;
+//! - [`live`]: beacons over the phone's open sync connection (`sotong-sos-beacon`);
 //! - [`listener`]: PostgreSQL `LISTEN` so that writes through other instances wake this one;
 //! - [`feedback`]: the person's feedback once an incident is closed;
 //! - [`summary`]: the admins' summary by region and month (JSON, console page, CSV);
@@ -24,6 +25,7 @@ pub mod feed;
 pub mod feedback;
 pub mod ingest;
 pub mod listener;
+pub mod live;
 pub mod pidf;
 pub mod regions;
 pub mod retention;

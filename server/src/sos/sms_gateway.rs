@@ -153,7 +153,7 @@ pub async fn webhook(
         fix: Some(decoded.fix),
         reply: None,
     };
-    let answer = store_beacons(&state, row.device, vec![beacon], Via::Sms).await?;
+    let answer = store_beacons(&state, row.device, vec![beacon], 0, Via::Sms).await?;
     Ok(Json(answer))
 }
 

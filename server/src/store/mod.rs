@@ -18,6 +18,7 @@ pub mod postgres;
 pub mod sos;
 mod sos_feedback_postgres;
 pub(crate) mod sos_postgres;
+mod sos_sequence;
 mod sos_sqlite;
 pub mod sqlite;
 pub mod staff;

@@ -38,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/003_staff.sql"),
     include_str!("../../migrations/postgres/004_sos.sql"),
     include_str!("../../migrations/postgres/005_sos_feedback.sql"),
+    include_str!("../../migrations/postgres/006_sos_event_order.sql"),
 ];
 
 /// Advisory lock keys (arbitrary constants, "SOT" + a number).
@@ -83,6 +84,8 @@ pub struct PgStore {
     tls: MakeRustlsConnect,
     /// This instance's name in chunk notifications, once the feed is on.
     announce_as: std::sync::OnceLock<String>,
+    /// Numbers committed SOS events (`sos_sequence`).
+    pub(super) sos_sequencer: super::sos_sequence::SosSequencer,
 }
 
 /// Parses a connection URL (or key=value string). libpq's `verify-full` and `verify-ca`
@@ -180,8 +183,11 @@ impl PgStore {
             pg_config,
             tls,
             announce_as: std::sync::OnceLock::new(),
+            sos_sequencer: super::sos_sequence::SosSequencer::default(),
         };
         store.migrate().await?;
+        // Events an instance committed but did not number before it stopped.
+        store.sos_publish().await?;
         Ok(store)
     }
 

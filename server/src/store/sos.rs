@@ -19,6 +19,8 @@ use super::{DeviceRef, StoreError, StoreResult};
 pub enum Via {
     /// `POST /v1/sos/beacons`.
     Https,
+    /// The phone's open sync connection (`sotong-sos-beacon`).
+    Live,
     /// The SMS gateway's webhook.
     Sms,
 }
@@ -28,6 +30,7 @@ impl Via {
     pub fn as_str(self) -> &'static str {
         match self {
             Via::Https => "https",
+            Via::Live => "live",
             Via::Sms => "sms",
         }
     }
@@ -657,6 +660,7 @@ pub(crate) fn beacon_from_parts(
         beacon: serde_json::from_str(body).map_err(|_| corrupt("body"))?,
         via: match via {
             "https" => Via::Https,
+            "live" => Via::Live,
             "sms" => Via::Sms,
             _ => return Err(corrupt("via")),
         },

@@ -1,7 +1,8 @@
 //! [`SosStore`] on PostgreSQL. Beacons are stored under a transaction-scoped advisory lock
-//! per incident (its owner, beacons and `up_to_seq` are decided once); every append to the
-//! event log takes one store-wide advisory lock held to the commit, so event ids commit in
-//! id order and a feed reading "id > last" never skips one, on any instance.
+//! per incident (its owner, beacons and `up_to_seq` are decided once, and its events are
+//! inserted in commit order); events are inserted unnumbered and numbered after the commit
+//! by the short serialized step of [`super::sos_sequence`], so that SOS writers commit in
+//! parallel while a feed reading "pos > last" still never skips one, on any instance.
 
 use async_trait::async_trait;
 use sotong_core::sos::{IncidentId, ReportedState, ServerEvent};
@@ -15,8 +16,9 @@ use super::sos::{
 };
 use super::{DeviceRef, PgStore, StoreError, StoreResult};
 
-/// Advisory lock of SOS writes ("SOT" + a number, as in `postgres.rs`).
-const SOS_LOCK: i64 = 0x534f_5407;
+/// Store-wide advisory lock of the event numbering step (`sos_sequence`), SMS key ids and
+/// the purge ("SOT" + a number, as in `postgres.rs`).
+pub(super) const SOS_LOCK: i64 = 0x534f_5407;
 /// First key of the two-key advisory lock taken per incident; the second is from its id.
 const INCIDENT_LOCK_SPACE: i32 = 0x534f_5408;
 
@@ -25,11 +27,11 @@ fn incident_lock_key(id: &IncidentId) -> i32 {
     i32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
-/// Notified (on commit) by every SOS write: other instances' feeds and long-polls wake up
+/// Notified (on commit) by every step that numbers SOS events: other instances' feeds and long-polls wake up
 /// (`crate::sos::listener`).
 pub const SOS_CHANNEL: &str = "sotong_sos";
 
-async fn notify<C: GenericClient>(c: &C) -> StoreResult<()> {
+pub(super) async fn notify<C: GenericClient>(c: &C) -> StoreResult<()> {
     c.execute("SELECT pg_notify($1, '')", &[&SOS_CHANNEL])
         .await?;
     Ok(())
@@ -37,7 +39,7 @@ async fn notify<C: GenericClient>(c: &C) -> StoreResult<()> {
 
 const INCIDENT_COLUMNS: &str = "id, account_id, device_id, trigger_method, triggered_at, region, \
      reported_state, phase, duress, unit, outcome, up_to_seq, created_at, updated_at, closed_at";
-const EVENT_COLUMNS: &str = "id, incident_id, region, kind, body, phone_event, at";
+const EVENT_COLUMNS: &str = "pos, incident_id, region, kind, body, phone_event, at";
 
 fn incident_row(r: &Row) -> StoreResult<SosIncident> {
     incident_from_parts(
@@ -88,6 +90,8 @@ async fn must_load<C: GenericClient>(c: &C, id: &IncidentId) -> StoreResult<SosI
         .ok_or_else(|| StoreError::Corrupt("sos incident vanished mid-transaction".into()))
 }
 
+/// Inserts an event, unnumbered (`sos_sequence` numbers it after the commit); the returned
+/// event's `id` is the row's id until then.
 async fn append_event<C: GenericClient>(
     c: &C,
     incident: &SosIncident,
@@ -145,9 +149,53 @@ impl SosStore for PgStore {
     ) -> StoreResult<SosIngest> {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
+        // Every statement prepared once per pooled connection: this is the hot path.
+        let lock = tx
+            .prepare_cached("SELECT pg_advisory_xact_lock($1, $2)")
+            .await?;
+        let select_incident = tx
+            .prepare_cached(&format!(
+                "SELECT {INCIDENT_COLUMNS} FROM sos_incidents WHERE id = $1"
+            ))
+            .await?;
+        let insert_beacon = tx
+            .prepare_cached(
+                "INSERT INTO sos_beacons (incident_id, seq, state, lat, lon, accuracy_m,
+                     fix_time_ms, body, via, received_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 ON CONFLICT (incident_id, seq) DO NOTHING",
+            )
+            .await?;
+        // The beacon is the newest if no stored one has a higher seq (itself included now).
+        let update_incident = tx
+            .prepare_cached(&format!(
+                "UPDATE sos_incidents SET
+                     reported_state = CASE WHEN $2 >= (SELECT MAX(seq) FROM sos_beacons
+                         WHERE incident_id = $1) THEN $3 ELSE reported_state END,
+                     duress = duress OR $4,
+                     region = COALESCE(region, $5),
+                     updated_at = $6
+                 WHERE id = $1 RETURNING {INCIDENT_COLUMNS}"
+            ))
+            .await?;
+        // The contiguous prefix from the stored up_to_seq: the first stored seq above it with
+        // no successor, if the one right after it is stored.
+        let advance = tx
+            .prepare_cached(
+                "UPDATE sos_incidents i SET up_to_seq = CASE
+                     WHEN EXISTS (SELECT 1 FROM sos_beacons WHERE incident_id = i.id
+                                  AND seq = i.up_to_seq + 1)
+                     THEN (SELECT MIN(s.seq) FROM sos_beacons s WHERE s.incident_id = i.id
+                           AND s.seq > i.up_to_seq AND NOT EXISTS (
+                               SELECT 1 FROM sos_beacons t
+                               WHERE t.incident_id = i.id AND t.seq = s.seq + 1))
+                     ELSE i.up_to_seq END
+                 WHERE i.id = $1 RETURNING up_to_seq",
+            )
+            .await?;
         // Each incident of the batch under its own lock (in a fixed order: no deadlock), so
-        // that owner, beacons and up_to_seq are decided once; the store-wide lock is taken
-        // only to append the events and commit (see the module comment).
+        // that owner, beacons and up_to_seq are decided once and its events are inserted in
+        // commit order (see the module comment).
         let mut locks: Vec<i32> = beacons
             .iter()
             .map(|rb| incident_lock_key(&rb.beacon.incident))
@@ -155,18 +203,18 @@ impl SosStore for PgStore {
         locks.sort_unstable();
         locks.dedup();
         for key in locks {
-            tx.execute(
-                "SELECT pg_advisory_xact_lock($1, $2)",
-                &[&INCIDENT_LOCK_SPACE, &key],
-            )
-            .await?;
+            tx.execute(&lock, &[&INCIDENT_LOCK_SPACE, &key]).await?;
         }
         let mut order: Vec<IncidentId> = Vec::new();
         let mut pending = Vec::new();
         for rb in beacons {
             let b = &rb.beacon;
             let id_bytes = b.incident.as_bytes().as_slice();
-            let before = load_incident(&*tx, &b.incident).await?;
+            let before = tx
+                .query_opt(&select_incident, &[&id_bytes])
+                .await?
+                .map(|r| incident_row(&r))
+                .transpose()?;
             let duress = b.state == ReportedState::Duress;
             if let Some(inc) = &before {
                 if inc.account_id != device.account_id {
@@ -194,21 +242,11 @@ impl SosStore for PgStore {
             if !order.contains(&b.incident) {
                 order.push(b.incident);
             }
-            let max_seq: i64 = tx
-                .query_one(
-                    "SELECT COALESCE(MAX(seq), 0) FROM sos_beacons WHERE incident_id = $1",
-                    &[&id_bytes],
-                )
-                .await?
-                .try_get(0)?;
             let fix = b.fix.as_ref();
             let seq = i64::from(b.seq);
             let inserted = tx
                 .execute(
-                    "INSERT INTO sos_beacons (incident_id, seq, state, lat, lon, accuracy_m,
-                         fix_time_ms, body, via, received_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                     ON CONFLICT (incident_id, seq) DO NOTHING",
+                    &insert_beacon,
                     &[
                         &id_bytes,
                         &seq,
@@ -227,60 +265,30 @@ impl SosStore for PgStore {
             if !inserted {
                 continue;
             }
-            let newest = seq > max_seq;
-            tx.execute(
-                "UPDATE sos_incidents SET
-                     reported_state = CASE WHEN $2 THEN $3 ELSE reported_state END,
-                     duress = duress OR $4,
-                     region = COALESCE(region, $5),
-                     updated_at = $6
-                 WHERE id = $1",
-                &[
-                    &id_bytes,
-                    &newest,
-                    &b.state.as_str(),
-                    &duress,
-                    &rb.region,
-                    &now,
-                ],
-            )
-            .await?;
-            let after = must_load(&*tx, &b.incident).await?;
+            let after = incident_row(
+                &tx.query_one(
+                    &update_incident,
+                    &[
+                        &id_bytes,
+                        &seq,
+                        &b.state.as_str(),
+                        &duress,
+                        &rb.region,
+                        &now,
+                    ],
+                )
+                .await?,
+            )?;
             for (kind, body, phone) in beacon_events(before.as_ref(), &after, b) {
                 pending.push((after.clone(), kind, body, phone));
             }
         }
         let mut acked = Vec::with_capacity(order.len());
         for id in order {
-            let id_bytes = id.as_bytes().as_slice();
-            let mut up_to: i64 = tx
-                .query_one(
-                    "SELECT up_to_seq FROM sos_incidents WHERE id = $1",
-                    &[&id_bytes],
-                )
+            let up_to: i64 = tx
+                .query_one(&advance, &[&id.as_bytes().as_slice()])
                 .await?
                 .try_get(0)?;
-            let start = up_to;
-            loop {
-                let next = up_to + 1;
-                let found = tx
-                    .query_opt(
-                        "SELECT 1 FROM sos_beacons WHERE incident_id = $1 AND seq = $2",
-                        &[&id_bytes, &next],
-                    )
-                    .await?;
-                if found.is_none() {
-                    break;
-                }
-                up_to = next;
-            }
-            if up_to != start {
-                tx.execute(
-                    "UPDATE sos_incidents SET up_to_seq = $2 WHERE id = $1",
-                    &[&id_bytes, &up_to],
-                )
-                .await?;
-            }
             acked.push(Acked {
                 incident: id,
                 up_to_seq: u32::try_from(up_to)
@@ -288,14 +296,34 @@ impl SosStore for PgStore {
             });
         }
         if !pending.is_empty() {
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SOS_LOCK])
+            let insert_event = tx
+                .prepare_cached(
+                    "INSERT INTO sos_events (incident_id, region, kind, body, phone_event, at)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
                 .await?;
             for (incident, kind, body, phone) in &pending {
-                append_event(&*tx, incident, kind, body, phone.as_ref(), now).await?;
+                let phone = phone.as_ref().map(to_json).transpose()?;
+                tx.execute(
+                    &insert_event,
+                    &[
+                        &incident.id.as_bytes().as_slice(),
+                        &incident.region,
+                        kind,
+                        &to_json(body)?,
+                        &phone,
+                        &now,
+                    ],
+                )
+                .await?;
             }
-            notify(&*tx).await?;
         }
         tx.commit().await?;
+        // Back to the pool first: the step needs a connection of its own.
+        drop(conn);
+        if !pending.is_empty() {
+            self.sos_publish().await?;
+        }
         Ok(SosIngest::Stored(acked))
     }
 
@@ -382,7 +410,7 @@ impl SosStore for PgStore {
         let rows = match regions {
             None => {
                 let sql = format!(
-                    "SELECT {EVENT_COLUMNS} FROM sos_events WHERE id > $1 ORDER BY id LIMIT $2"
+                    "SELECT {EVENT_COLUMNS} FROM sos_events WHERE pos > $1 ORDER BY pos LIMIT $2"
                 );
                 conn.query(&sql, &[&after, &limit]).await?
             }
@@ -390,7 +418,7 @@ impl SosStore for PgStore {
                 let list = list.to_vec();
                 let sql = format!(
                     "SELECT {EVENT_COLUMNS} FROM sos_events
-                     WHERE id > $1 AND region = ANY($3) ORDER BY id LIMIT $2"
+                     WHERE pos > $1 AND region = ANY($3) ORDER BY pos LIMIT $2"
                 );
                 let params: [&(dyn ToSql + Sync); 3] = [&after, &limit, &list];
                 conn.query(&sql, &params).await?
@@ -403,10 +431,11 @@ impl SosStore for PgStore {
         let conn = self.conn().await?;
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM sos_events
-             WHERE incident_id = $1 AND id > $2 AND phone_event IS NOT NULL ORDER BY id"
+             WHERE incident_id = $1 AND pos > $2 AND phone_event IS NOT NULL ORDER BY pos"
         );
+        let statement = conn.prepare_cached(&sql).await?;
         let rows = conn
-            .query(&sql, &[&id.as_bytes().as_slice(), &after])
+            .query(&statement, &[&id.as_bytes().as_slice(), &after])
             .await?;
         rows.iter().map(event_row).collect()
     }
@@ -420,14 +449,12 @@ impl SosStore for PgStore {
     ) -> StoreResult<Option<SosEvent>> {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
-        // The incident's lock, then the store-wide one: the order ingest takes them in.
+        // The incident's lock, as ingest takes it: its events are inserted in commit order.
         tx.execute(
             "SELECT pg_advisory_xact_lock($1, $2)",
             &[&INCIDENT_LOCK_SPACE, &incident_lock_key(id)],
         )
         .await?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SOS_LOCK])
-            .await?;
         let Some(before) = load_incident(&*tx, id).await? else {
             return Ok(None);
         };
@@ -484,9 +511,18 @@ impl SosStore for PgStore {
         let after = must_load(&*tx, id).await?;
         let (kind, body) = action_feed(&after, action, author_id, message_id);
         let phone = action_phone_event(*id, action, message_id);
-        let event = append_event(&*tx, &after, kind, &body, phone.as_ref(), now).await?;
-        notify(&*tx).await?;
+        let mut event = append_event(&*tx, &after, kind, &body, phone.as_ref(), now).await?;
         tx.commit().await?;
+        drop(conn);
+        self.sos_publish().await?;
+        // The feed's cursor is the number the step gave it.
+        event.id = self
+            .conn()
+            .await?
+            .query_one("SELECT pos FROM sos_events WHERE id = $1", &[&event.id])
+            .await?
+            .try_get::<_, Option<i64>>(0)?
+            .ok_or_else(|| StoreError::Corrupt("sos event left unnumbered".into()))?;
         Ok(Some(event))
     }
 
@@ -558,7 +594,7 @@ impl SosStore for PgStore {
     async fn sos_last_event_id(&self) -> StoreResult<i64> {
         let conn = self.conn().await?;
         Ok(conn
-            .query_one("SELECT COALESCE(MAX(id), 0)::BIGINT FROM sos_events", &[])
+            .query_one("SELECT COALESCE(MAX(pos), 0)::BIGINT FROM sos_events", &[])
             .await?
             .get(0))
     }

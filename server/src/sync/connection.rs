@@ -1,6 +1,9 @@
 //! One WebSocket connection speaking the automerge-repo protocol for one authenticated device:
-//! a reader (frames in: limits, decode, dispatch to the hub) and a writer task (frames out,
-//! pings, the close frame).
+//! a reader (frames in: limits, decode, dispatch), a document worker (the hub's work, one
+//! message at a time, in order), SOS beacon batches on tasks of their own
+//! ([`crate::sos::live`]), and a writer task (frames out, pings, the close frame). The reader
+//! only queues document work, so a beacon frame behind a long document message is read and
+//! stored at once.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,16 +19,21 @@ use tokio::time::Instant;
 
 use super::hub::{ConnId, Hub, HubError, Requester};
 use super::link::{close, CloseReason, Link};
+use crate::sos::live::LiveBeacons;
 use crate::store::AccountId;
 
 /// How long a closing connection waits for the close frame to go out and for the peer's
 /// answer before the socket is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(10);
 
+/// Document messages read but not yet handled: few, so that a connection holds at most a
+/// couple of frames beyond the one being handled, yet the reader moves on past a long one.
+const DOC_QUEUE: usize = 2;
+
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
 /// Serves one connection until the peer leaves, the server closes it, or the socket fails.
-pub async fn serve(socket: WebSocket, hub: Arc<Hub>, account: AccountId) {
+pub async fn serve(socket: WebSocket, hub: Arc<Hub>, account: AccountId, sos: LiveBeacons) {
     let conn: ConnId = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
     let (link, outgoing) = Link::new(hub.limits().outbox_frames);
     let link = Arc::new(link);
@@ -38,8 +46,19 @@ pub async fn serve(socket: WebSocket, hub: Arc<Hub>, account: AccountId) {
     ));
     match hub.admit(account) {
         Some(_admission) => {
-            let mut reader = Reader::new(&hub, conn, account, &link);
+            let (docs, queued) = mpsc::channel(DOC_QUEUE);
+            let worker = tokio::spawn(document_worker(
+                hub.clone(),
+                conn,
+                account,
+                link.clone(),
+                queued,
+            ));
+            let mut reader = Reader::new(&hub, conn, account, &link, &sos, docs);
             reader.run(&mut stream).await;
+            // The queue closes with the reader; the worker ends after what it holds.
+            drop(reader);
+            let _ = worker.await;
             hub.disconnect(conn).await;
         }
         None => link.close(
@@ -157,18 +176,29 @@ struct Reader<'a> {
     conn: ConnId,
     account: AccountId,
     link: &'a Arc<Link>,
+    sos: &'a LiveBeacons,
+    docs: mpsc::Sender<DocWork>,
     peer_id: Option<String>,
     bucket: Bucket,
 }
 
 impl<'a> Reader<'a> {
-    fn new(hub: &'a Arc<Hub>, conn: ConnId, account: AccountId, link: &'a Arc<Link>) -> Self {
+    fn new(
+        hub: &'a Arc<Hub>,
+        conn: ConnId,
+        account: AccountId,
+        link: &'a Arc<Link>,
+        sos: &'a LiveBeacons,
+        docs: mpsc::Sender<DocWork>,
+    ) -> Self {
         let limits = hub.limits();
         Self {
             hub,
             conn,
             account,
             link,
+            sos,
+            docs,
             peer_id: None,
             bucket: Bucket::new(limits.messages_per_sec, limits.message_burst),
         }
@@ -259,8 +289,15 @@ impl<'a> Reader<'a> {
         };
         match msg {
             WireMessage::Join { .. } => self.error("already joined"),
-            WireMessage::Request(d) => self.document(&peer_id, &d, true).await,
-            WireMessage::Sync(d) => self.document(&peer_id, &d, false).await,
+            WireMessage::Request(d) => self.document(peer_id, d, true).await,
+            WireMessage::Sync(d) => self.document(peer_id, d, false).await,
+            WireMessage::SosBeacon { batch, data, .. } => self.sos.spawn(
+                self.link.clone(),
+                self.hub.peer_id().to_owned(),
+                peer_id,
+                batch,
+                data,
+            ),
             WireMessage::Leave { .. } => return false,
             WireMessage::Ignored { .. } => {}
             WireMessage::Error { message, .. } => {
@@ -292,29 +329,16 @@ impl<'a> Reader<'a> {
         true
     }
 
-    async fn document(&self, peer_id: &str, d: &DocMessage, is_request: bool) {
-        let who = Requester {
-            conn: self.conn,
+    /// Queues a document message for the worker (waiting while the queue is full).
+    async fn document(&self, peer_id: String, msg: DocMessage, is_request: bool) {
+        let work = DocWork {
             peer_id,
-            account: self.account,
+            msg,
+            is_request,
         };
-        // A panic inside automerge must cost this message, not the connection; the document
-        // is dropped from memory (the hub's slot guard does that) and reloaded from the store.
-        let handled = AssertUnwindSafe(self.hub.handle(&who, d, is_request))
-            .catch_unwind()
-            .await
-            .unwrap_or(Err(HubError::Internal));
-        match handled {
-            Ok(replies) => {
-                for r in &replies {
-                    self.link.send(r);
-                }
-            }
-            Err(e) => {
-                tracing::error!(doc = %d.document_id, error = %e, "sync failed");
-                self.error("the server could not process this document now; retry later");
-            }
-        }
+        // The worker only ends after the reader: an error here means it failed; the link
+        // closes with the connection.
+        let _ = self.docs.send(work).await;
     }
 
     fn error(&self, message: &str) {
@@ -323,5 +347,60 @@ impl<'a> Reader<'a> {
             target_id: self.peer_id.clone(),
             message: message.to_owned(),
         });
+    }
+}
+
+/// A document message for the worker.
+struct DocWork {
+    peer_id: String,
+    msg: DocMessage,
+    is_request: bool,
+}
+
+/// Handles the connection's document messages one at a time, in the order read, until the
+/// reader is done (or the link closes).
+async fn document_worker(
+    hub: Arc<Hub>,
+    conn: ConnId,
+    account: AccountId,
+    link: Arc<Link>,
+    mut queued: mpsc::Receiver<DocWork>,
+) {
+    loop {
+        let work = tokio::select! {
+            work = queued.recv() => match work {
+                Some(work) => work,
+                None => return,
+            },
+            _ = link.closed() => return,
+        };
+        let who = Requester {
+            conn,
+            peer_id: &work.peer_id,
+            account,
+        };
+        let d = &work.msg;
+        // A panic inside automerge must cost this message, not the connection; the document
+        // is dropped from memory (the hub's slot guard does that) and reloaded from the store.
+        let handled = AssertUnwindSafe(hub.handle(&who, d, work.is_request))
+            .catch_unwind()
+            .await
+            .unwrap_or(Err(HubError::Internal));
+        match handled {
+            Ok(replies) => {
+                for r in &replies {
+                    link.send(r);
+                }
+            }
+            Err(e) => {
+                tracing::error!(doc = %d.document_id, error = %e, "sync failed");
+                link.send(&WireMessage::Error {
+                    sender_id: Some(hub.peer_id().to_owned()),
+                    target_id: Some(work.peer_id.clone()),
+                    message: "the server could not process this document now; retry later"
+                        .to_owned(),
+                });
+            }
+        }
     }
 }

@@ -60,6 +60,8 @@ async fn upgrade(
         }
     };
     let hub = state.hub.clone();
+    let sos = crate::sos::live::LiveBeacons::new(state.clone(), device.into());
+    let account = device.account_id;
     Ok(ws
         // Refused while it arrives: tungstenite stops reading a frame whose header announces
         // more, and the connection closes with 1009.
@@ -69,5 +71,5 @@ async fn upgrade(
         // and frames written as they come (latency over syscalls).
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| connection::serve(socket, hub, device.account_id)))
+        .on_upgrade(move |socket| connection::serve(socket, hub, account, sos)))
 }

@@ -13,6 +13,7 @@
 
 pub mod cadence;
 mod error;
+pub(crate) mod lane;
 mod pins;
 pub mod transport;
 

@@ -1,6 +1,10 @@
 //! The SOS beacon sender: its own task, never behind draft sync, that drains
-//! [`Client::sos_pending_beacons`] to `POST /v1/sos/beacons` over the phone's HTTPS client
-//! (plain `http://` only to this machine), confirms what the server durably stored with
+//! [`Client::sos_pending_beacons`] over the live sync connection when one is online (a
+//! `sotong-sos-beacon` frame, [`super::lane`]) and otherwise to `POST /v1/sos/beacons` over
+//! the phone's HTTPS client (plain `http://` only to this machine); a batch whose connection
+//! closes, or whose acknowledgment does not come within [`SosOptions::live_ack_timeout`], is
+//! sent over HTTPS at once (the server stores each beacon once, so a late ack is harmless).
+//! It confirms what the server durably stored with
 //! [`Client::sos_mark_delivered`] and applies dispatch's events. With nothing left to send it
 //! long-polls the incident's events (acknowledgment, unit, messages), and a new beacon cuts
 //! the wait short. Failures are retried with the shared full-jitter backoff; with no data
@@ -17,6 +21,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio::sync::oneshot;
 
+use super::lane::LaneBatch;
 use super::{SmsText, SosError};
 use crate::client::api::Api;
 use crate::client::backoff::Backoff;
@@ -55,6 +60,9 @@ pub struct SosOptions {
     pub events_wait: Duration,
     /// Beacons per request (the server takes 1 to 100).
     pub batch: usize,
+    /// How long a batch sent over the live connection waits for its acknowledgment before
+    /// it goes over HTTPS.
+    pub live_ack_timeout: Duration,
 }
 
 impl Default for SosOptions {
@@ -64,6 +72,7 @@ impl Default for SosOptions {
             max_retry: Duration::from_secs(15),
             events_wait: Duration::from_secs(25),
             batch: 100,
+            live_ack_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -196,6 +205,16 @@ impl Client {
     }
 }
 
+/// How a batch fared over the live connection.
+enum Live {
+    /// Stored: the server's answer.
+    Answered(crate::client::api::BeaconAnswer),
+    /// No live connection, or it failed or was late: send over HTTPS.
+    NotThere,
+    /// The app stopped the sender.
+    Stopped,
+}
+
 /// How one round ended without an error.
 enum Round {
     /// Go on with the next round.
@@ -212,7 +231,7 @@ struct Sender {
     options: SosOptions,
     stop: oneshot::Receiver<()>,
     backoff: Backoff,
-    /// The last long-polled event id.
+    /// The last event id received (long-poll or beacon answer): both ask only for later ones.
     last_event: i64,
     /// The last SMS text handed to the listener.
     last_sms: Option<String>,
@@ -321,10 +340,16 @@ impl Sender {
                 .collect();
             let token = self.client.sos_token()?;
             self.set_state(SosLinkState::Sending);
-            let api = self.api().clone();
-            let result = tokio::select! {
-                r = api.sos_beacons(&token, &pending) => r,
-                _ = &mut self.stop => return Ok(Round::Stopped),
+            let result = match self.over_live(&pending).await {
+                Live::Answered(answer) => Ok(answer),
+                Live::Stopped => return Ok(Round::Stopped),
+                Live::NotThere => {
+                    let api = self.api().clone();
+                    tokio::select! {
+                        r = api.sos_beacons(&token, &pending, self.last_event) => r,
+                        _ = &mut self.stop => return Ok(Round::Stopped),
+                    }
+                }
             };
             let answer = match result {
                 Ok(answer) => answer,
@@ -337,6 +362,9 @@ impl Sender {
                     .sos_mark_delivered(&ack.incident, ack.up_to_seq)?;
             }
             self.apply(&answer.events)?;
+            if let Some(last) = answer.last_event_id {
+                self.last_event = self.last_event.max(last);
+            }
             if delivered == 0 {
                 // Sending the same batch again at once would only spin.
                 return Err(ClientError::Protocol(
@@ -440,6 +468,40 @@ impl Sender {
                 self.last_event = self.last_event.max(max);
                 Ok(Round::Continue)
             }
+        }
+    }
+
+    /// Sends a batch over the live connection, if one is online, and waits (bounded) for
+    /// the server's acknowledgment.
+    async fn over_live(&mut self, pending: &[crate::sos::Beacon]) -> Live {
+        let (tx, rx) = oneshot::channel();
+        let batch = LaneBatch {
+            beacons: pending.to_vec(),
+            after: self.last_event,
+            answer: tx,
+        };
+        if self.client.inner.device.sos_lane.send(batch).is_err() {
+            return Live::NotThere;
+        }
+        let wait = tokio::time::timeout(self.options.live_ack_timeout, rx);
+        tokio::select! {
+            r = wait => match r {
+                Ok(Ok(Ok(answer))) => Live::Answered(answer),
+                Ok(Ok(Err(e))) => {
+                    // HTTPS will answer the same batch with the full error, or store it.
+                    tracing::info!(error = %e, "sos: batch refused over the live connection");
+                    Live::NotThere
+                }
+                Ok(Err(_)) => {
+                    tracing::info!("sos: live connection closed before the ack; sending over HTTPS");
+                    Live::NotThere
+                }
+                Err(_) => {
+                    tracing::info!("sos: no ack over the live connection in time; sending over HTTPS");
+                    Live::NotThere
+                }
+            },
+            _ = &mut self.stop => Live::Stopped,
         }
     }
 

@@ -15,8 +15,11 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::engine::Engine;
 use super::transport::Transport;
 use super::{flush, Device, SyncListener};
+use crate::client::api::BeaconAnswer;
 use crate::client::backoff::Backoff;
 use crate::client::error::ClientError;
+use crate::client::sos::lane::{LaneBatch, LaneGuard};
+use crate::wire::WireMessage;
 use crate::DocumentId;
 
 /// Where a live session stands, as its listener sees it.
@@ -251,6 +254,10 @@ impl Live {
                 return Ok(Ended::SignedOut);
             }
         }
+        // SOS beacons may now come this way, until this connection ends.
+        let mut lane = device.sos_lane.open();
+        let _lane_open = LaneGuard(&device.sos_lane);
+        let mut sos = SosBatches::default();
         self.listener.state_changed(LiveState::Online);
         self.tell_ready();
 
@@ -277,14 +284,64 @@ impl Live {
                     }
                     transport.ping().await?;
                 }
-                msg = transport.recv() => {
-                    engine.handle(msg?)?;
-                    engine.fill()?;
-                }
+                Some(batch) = lane.recv() => sos.send(&mut transport, batch).await?,
+                msg = transport.recv() => match msg? {
+                    WireMessage::SosAck { batch, code, data, .. } => sos.answered(&batch, code, &data),
+                    msg => {
+                        engine.handle(msg)?;
+                        engine.fill()?;
+                    }
+                },
             }
         };
         engine.finish();
         transport.close().await;
         Ok(ended)
+    }
+}
+
+/// SOS beacon batches sent over this connection and not yet answered; dropped (and so
+/// failed, for the beacon sender) with the connection.
+#[derive(Default)]
+struct SosBatches {
+    next: u64,
+    waiting: std::collections::HashMap<
+        String,
+        tokio::sync::oneshot::Sender<Result<BeaconAnswer, ClientError>>,
+    >,
+}
+
+impl SosBatches {
+    async fn send(
+        &mut self,
+        transport: &mut Transport,
+        batch: LaneBatch,
+    ) -> Result<(), ClientError> {
+        self.next += 1;
+        let name = self.next.to_string();
+        let body = crate::client::api::BeaconBatch {
+            beacons: &batch.beacons,
+            after: batch.after,
+        };
+        let data = serde_json::to_vec(&body)
+            .map_err(|e| ClientError::Internal(format!("sos batch: {e}")))?;
+        transport.send_sos(name.clone(), data).await?;
+        self.waiting.insert(name, batch.answer);
+        Ok(())
+    }
+
+    fn answered(&mut self, batch: &str, code: Option<String>, data: &[u8]) {
+        let Some(answer) = self.waiting.remove(batch) else {
+            return;
+        };
+        let result = match code {
+            None => serde_json::from_slice(data)
+                .map_err(|e| ClientError::Protocol(format!("sos ack: {e}"))),
+            Some(code) => Err(ClientError::Server {
+                status: 0,
+                message: code,
+            }),
+        };
+        let _ = answer.send(result);
     }
 }

@@ -78,6 +78,8 @@ pub(crate) struct Device {
     pub(crate) store: Arc<Store>,
     pub(crate) api: Api,
     pub(crate) drafts: Arc<Drafts>,
+    /// SOS beacons through the live connection, while one is online.
+    pub(crate) sos_lane: super::sos::lane::SosLane,
 }
 
 impl Device {

@@ -110,6 +110,20 @@ impl Transport {
         self.send(&wire).await
     }
 
+    /// Sends a batch of SOS beacons (`data`: the JSON body) named `batch`.
+    pub(super) async fn send_sos(
+        &mut self,
+        batch: String,
+        data: Vec<u8>,
+    ) -> Result<(), ClientError> {
+        let msg = WireMessage::SosBeacon {
+            sender_id: self.me.clone(),
+            batch,
+            data,
+        };
+        self.send(&msg).await
+    }
+
     /// The server's next message. Cancel-safe: nothing is lost if the future is dropped.
     pub(super) async fn recv(&mut self) -> Result<WireMessage, ClientError> {
         loop {

@@ -205,6 +205,7 @@ fn options() -> SosOptions {
         max_retry: Duration::from_millis(20),
         events_wait: Duration::from_secs(30),
         batch: 2,
+        live_ack_timeout: Duration::from_secs(5),
     }
 }
 
