@@ -145,7 +145,6 @@ pub async fn load(state: &AppState, regions: Option<&[String]>) -> StoreResult<V
     Ok(rows)
 }
 
-
 /// An age as the list shows it: `lang`'s "{0} min" under an hour, else "{h} h {m} min".
 pub fn age_text(lang: super::Lang, secs: i64) -> String {
     let minutes = secs.max(0) / 60;

@@ -9,9 +9,9 @@ use serde_json::{json, Map, Value};
 
 use crate::console::assets;
 use crate::console::dispatch_board::{age_text, BoardRow};
-use crate::console::pages::sos_summary::outcome_label;
 use crate::console::i18n::{Label, Lang};
 use crate::console::layout::{self, Frame, Viewer};
+use crate::console::pages::sos_summary::outcome_label;
 use crate::sos::regions::UNROUTED;
 
 use super::home::path_segment;
