@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::mem::discriminant;
+use std::rc::Rc;
 use std::sync::OnceLock;
 
 use automerge::{Automerge, Change, ObjType, ReadDoc, ScalarValue, Value, ROOT};
@@ -45,6 +46,9 @@ enum Action {
     MakeText,
     MakeOther,
     PutStr(String),
+    /// A string put inside an object (a text's characters): only its length in characters
+    /// matters, so the string itself is not copied.
+    PutChars(usize),
     PutOther,
     Delete,
     Mark,
@@ -55,8 +59,9 @@ enum Action {
 #[derive(Debug)]
 struct Op {
     action: Action,
-    /// `None` for the root map, else the object's id as `counter@actor`.
-    obj: Option<OpId>,
+    /// `None` for the root map, else the object's id as `counter@actor` (shared by the
+    /// operations on one object: a text's characters are thousands of operations).
+    obj: Option<Rc<str>>,
     /// The map key, for operations on a map.
     key: Option<String>,
     insert: bool,
@@ -139,9 +144,11 @@ fn ops_of(change: &Change) -> Result<Vec<Op>, Rejection> {
     let mut last = None;
     for op in &expanded.operations {
         let d = discriminant(&op.action);
+        let is_root = discriminant(&op.obj) == root;
         let action = if d == kind(r.root_put) {
             match op.primitive_value() {
-                Some(ScalarValue::Str(s)) => Action::PutStr(s.to_string()),
+                Some(ScalarValue::Str(s)) if is_root => Action::PutStr(s.to_string()),
+                Some(ScalarValue::Str(s)) => Action::PutChars(s.chars().count()),
                 _ => Action::PutOther,
             }
         } else if d == kind(r.make) {
@@ -157,14 +164,13 @@ fn ops_of(change: &Change) -> Result<Vec<Op>, Rejection> {
         } else {
             Action::Other
         };
-        let is_root = discriminant(&op.obj) == root;
         let obj = if is_root {
             None
         } else {
             match &last {
-                Some((o, id)) if *o == &op.obj => Some(String::clone(id)),
+                Some((o, id)) if *o == &op.obj => Some(Rc::clone(id)),
                 _ => {
-                    let id = op.obj.to_string();
+                    let id: Rc<str> = op.obj.to_string().into();
                     last = Some((&op.obj, id.clone()));
                     Some(id)
                 }
@@ -391,7 +397,7 @@ fn check_change(state: &mut DocState, change: &Change) -> Result<(), Rejection> 
             check_root_op(state, schema, id, op)?;
             continue;
         };
-        let Some(text) = state.texts.get_mut(obj) else {
+        let Some(text) = state.texts.get_mut(&**obj) else {
             return reject(format!(
                 "operation on an object that is not part of this {}",
                 schema.kind
@@ -464,7 +470,8 @@ fn check_text_op(field: &str, op: &Op) -> Result<i64, Rejection> {
         Action::Delete => Ok(-1),
         // Foreign clients may insert several characters as one element.
         Action::PutStr(ref s) if op.insert => Ok(s.chars().count() as i64),
-        Action::PutStr(_) => Ok(0),
+        Action::PutChars(n) if op.insert => Ok(n as i64),
+        Action::PutStr(_) | Action::PutChars(_) => Ok(0),
         Action::Mark => reject(format!(
             "field \"{field}\" is plain text: marks are not allowed"
         )),
