@@ -189,13 +189,20 @@ echo "== the person answers with one tap; dispatch assigns a unit, then closes t
 sotong --home "$a" sos reply --cant-talk >/dev/null
 dispatch POST "/v1/dispatch/incidents/$incident/assign" '{"unit":"종로 112-3"}' >/dev/null
 wait_for "$work/sos.out" "^unit assigned" 1
-dispatch POST "/v1/dispatch/incidents/$incident/close" '{"outcome":"resolved_on_scene"}' >/dev/null
+dispatch POST "/v1/dispatch/incidents/$incident/close" '{"outcome":"assisted"}' >/dev/null
 wait "$sos_pid" 2>/dev/null || true
 sos_pid=
 echo "== what the phone shows at the end:"; sotong --home "$a" sos status | sed 's/^/   /'
 echo "== the dispatcher's view of the incident (every view and action is in the audit log):"
 dispatch GET "/v1/dispatch/incidents/$incident" \
   | jq -r '"   region \(.incident.region), phase \(.incident.phase), unit \(.incident.unit), outcome \(.incident.outcome), \(.trail | length) fixes, \(.messages | length) messages"'
+echo "== the person leaves feedback once the incident is closed; the phone sends it"
+sotong --home "$a" sos feedback --rating 5 --felt-safe yes --comment "빨리 와 주셔서 고맙습니다" >/dev/null
+sotong --home "$a" sos run >/dev/null 2>&1
+echo "== the admin's SOS summary by region and month (also on the console: /console/sos/summary):"
+admin_token=$(jq -n --arg u demo.admin --rawfile p "$work/password.demo.admin" '{username: $u, password: $p}' \
+  | curl -sf -H 'content-type: application/json' --data-binary @- "$server/v1/staff/login" | jq -r .token)
+curl -sf -H "authorization: Bearer $admin_token" "$server/v1/admin/sos/summary" | jq -c '.rows[]?' | sed 's/^/   /'
 echo "== exported as PIDF-LO for police systems (RFC 4119 / 5491):"
 dispatch GET "/v1/dispatch/incidents/$incident/pidf-lo" | head -c 400 | sed 's/^/   /'; echo
 
