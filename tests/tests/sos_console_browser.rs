@@ -152,6 +152,7 @@ impl LivePhone {
                     max_retry: Duration::from_millis(200),
                     events_wait: Duration::from_secs(25),
                     batch: 100,
+                    ..SosOptions::default()
                 },
             )
             .expect("start the SOS sender");
